@@ -1,0 +1,165 @@
+"""Server ingest throughput: K client processes stream one field to the Melissa server, which
+updates the four moments; against raw pyzmq PUSH/PULL of the same bytes, in the same run.
+
+Both sides use real processes and tcp://127.0.0.1. Clients connect first, then start sending at a
+common wall-clock instant; the time runs from that instant until the receiver has everything
+(Melissa: every simulation_complete event on the control channel, i.e. data received, validated
+and folded into the statistics). The output phase (NetCDF writing) is timed separately.
+
+    .venv/bin/python bench/ingest.py [--clients 2] [--cells 524288] [--steps 25] [--repeats 3]
+
+The last line printed is one JSON object with the figures and the ratio (target >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from melissa.launcher.channel import ServerChannel
+from melissa.paths import StudyPaths
+from melissa.protocol import token_from_hex
+
+START_DELAY_S = 1.5
+
+MELISSA_CLIENT = """
+import os, time, numpy as np, melissa.client as melissa
+cells, steps, start = int(os.environ["B_CELLS"]), int(os.environ["B_STEPS"]), float(os.environ["B_START"])
+x = np.random.default_rng(int(os.environ["MELISSA_SIMULATION_ID"])).random(cells)
+melissa.init("field", cells)
+while time.time() < start:
+    time.sleep(0.0005)
+for step in range(steps):
+    x[0] = step
+    melissa.send("field", x)
+melissa.finalize()
+"""
+
+RAW_CLIENT = """
+import os, time, numpy as np, zmq
+cells, steps, start = int(os.environ["B_CELLS"]), int(os.environ["B_STEPS"]), float(os.environ["B_START"])
+x = np.random.default_rng(0).random(cells)
+sock = zmq.Context().socket(zmq.PUSH)
+sock.connect(os.environ["B_ADDRESS"])
+header = bytes(72)
+while time.time() < start:
+    time.sleep(0.0005)
+for step in range(steps):
+    x[0] = step
+    tracker = sock.send_multipart([header, x], copy=False, track=True)
+    tracker.wait()
+sock.send_multipart([b"end"])
+sock.close(linger=-1)
+"""
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **extra}
+
+
+def run_raw(clients: int, cells: int, steps: int) -> float:
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    start = time.time() + START_DELAY_S
+    env = client_env(B_CELLS=str(cells), B_STEPS=str(steps), B_START=repr(start),
+                     B_ADDRESS=f"tcp://127.0.0.1:{port}")
+    procs = [subprocess.Popen([sys.executable, "-c", RAW_CLIENT], env=env) for _ in range(clients)]
+    ends = 0
+    while ends < clients:
+        frames = pull.recv_multipart(copy=False)
+        if len(frames) == 1:
+            ends += 1
+    elapsed = time.time() - start
+    for p in procs:
+        p.wait()
+    pull.close()
+    return elapsed
+
+
+def run_melissa(clients: int, cells: int, steps: int, workdir: Path) -> tuple[float, float]:
+    paths = StudyPaths(workdir / f"study_{secrets.token_hex(4)}")
+    paths.make_dirs()
+    study = {
+        "output_dir": str(paths.root),
+        "study_options": {"field_names": ["field"], "nb_time_steps": steps,
+                          "parameter_sweep_size": clients},
+        "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
+        "sa_config": {"mean": True, "variance": True, "skewness": True, "kurtosis": True},
+        "client_config": {"executable_command": "unused"},
+    }
+    paths.study_file.write_text(json.dumps(study))
+    token = secrets.token_hex(16)
+    env = client_env(MELISSA_STUDY_TOKEN=token)
+    with open(paths.server_log, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "melissa.server", str(paths.root)],
+                                  env=env, stderr=log)
+    while not paths.rendezvous.exists():
+        time.sleep(0.02)
+    address = json.loads(paths.rendezvous.read_text())["address"]
+    channel = ServerChannel(address, token_from_hex(token))
+    channel.attach(30)
+    start = time.time() + START_DELAY_S
+    procs = [
+        subprocess.Popen([sys.executable, "-c", MELISSA_CLIENT], env=client_env(
+            MELISSA_SERVER=address, MELISSA_SIMULATION_ID=str(i), MELISSA_STUDY_TOKEN=token,
+            B_CELLS=str(cells), B_STEPS=str(steps), B_START=repr(start)))
+        for i in range(clients)
+    ]
+    complete = 0
+    while complete < clients:
+        for event in channel.wait(5.0):
+            complete += event.get("event") == "simulation_complete"
+        if server.poll() is not None:
+            raise SystemExit(f"server died; see {paths.server_log}")
+    elapsed = time.time() - start
+    for p in procs:
+        p.wait()
+    t0 = time.time()
+    channel.finish()
+    server.wait(timeout=300)
+    output_s = time.time() - t0
+    channel.close()
+    return elapsed, output_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--cells", type=int, default=512 * 1024)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    total_bytes = args.clients * args.cells * args.steps * 8
+    raw_times, melissa_times, output_times = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            raw_times.append(run_raw(args.clients, args.cells, args.steps))
+            elapsed, output_s = run_melissa(args.clients, args.cells, args.steps, Path(tmp))
+            melissa_times.append(elapsed)
+            output_times.append(output_s)
+    raw = total_bytes / min(raw_times) / 1e9
+    mel = total_bytes / min(melissa_times) / 1e9
+    print(f"{args.clients} clients x {args.steps} steps x {args.cells} float64 cells "
+          f"= {total_bytes / 1e6:.0f} MB per run, best of {args.repeats}")
+    print(f"  raw pyzmq PUSH/PULL        {raw:6.2f} GB/s")
+    print(f"  melissa server (4 moments) {mel:6.2f} GB/s   ratio {mel / raw:.2f}")
+    print(f"  output phase (NetCDF)      {min(output_times):6.2f} s")
+    print(json.dumps({
+        "bench": "ingest", "clients": args.clients, "cells": args.cells, "steps": args.steps,
+        "bytes": total_bytes, "raw_gbps": round(raw, 3), "melissa_gbps": round(mel, 3),
+        "ratio": round(mel / raw, 3), "output_s": round(min(output_times), 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from melissa.launcher.cli import main
+
+sys.exit(main())

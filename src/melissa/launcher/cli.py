@@ -1,0 +1,96 @@
+"""`melissa-launcher -c config.json`: run a whole study and exit 0 when it completed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from rich.console import Console
+
+from melissa.config import LoadedConfig, load_config
+from melissa.config.options import print_options
+from melissa.errors import MelissaError, StudyError
+from melissa.launcher.display import StudyDisplay, print_summary
+from melissa.launcher.schedulers.local import LocalScheduler
+from melissa.launcher.study import Study
+
+log = logging.getLogger("melissa.launcher")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="melissa-launcher",
+        description="Run a Melissa study: start the server, run the simulations, collect results.",
+    )
+    parser.add_argument("-c", "--config", help="the study's config.json")
+    parser.add_argument(
+        "--print-options", action="store_true",
+        help="print every config key with its type, default and meaning, then exit",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the study already in output_dir (its results and logs are deleted)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.print_options:
+        print_options()
+        return 0
+    console = Console(stderr=False)
+    if not args.config:
+        console.print("melissa-launcher: error: give the study's config with -c config.json "
+                      "(see --print-options for its keys)")
+        return 2
+    try:
+        loaded = load_config(args.config)
+    except MelissaError as exc:
+        console.print(f"melissa-launcher: error: {exc}", markup=False, highlight=False)
+        return 2
+    return run_study(loaded, console, overwrite=args.overwrite)
+
+
+def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
+    from melissa.plots import plot_statistics  # matplotlib only once there is something to plot
+
+    started = time.monotonic()
+    scheduler = LocalScheduler()
+    study: Study | None = None
+    try:
+        with StudyDisplay(console) as display:
+            study = Study(loaded, scheduler, display)
+            study.prepare(overwrite)
+            outcome = study.run()
+        plots = []
+        steps = loaded.config.sa_config.plot_time_steps
+        if steps != []:
+            for path in outcome.results:
+                plots += plot_statistics(path, study.paths.plots, steps)
+        assert study.store is not None
+        print_summary(
+            console, study.store.simulations(), study.paths.root, outcome.results, plots,
+            study.server_status, time.monotonic() - started, study.paths.simulation_log,
+        )
+        if outcome.completed == 0:
+            raise StudyError("no simulation completed: see the failed simulations above")
+        return 0
+    except KeyboardInterrupt:
+        console.print("melissa-launcher: interrupted; cancelling every job")
+        return 130
+    except MelissaError as exc:
+        log.error("%s", exc)
+        console.print(f"melissa-launcher: error: {exc}", markup=False, highlight=False)
+        return 1
+    finally:
+        if study is not None:
+            study.close()
+        else:
+            scheduler.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

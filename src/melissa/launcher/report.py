@@ -1,0 +1,52 @@
+"""Study reports written by the launcher: parameters.csv."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from melissa.launcher.state import SimulationRecord
+
+
+def write_parameters_csv(
+    path: Path, names: Sequence[str], records: Sequence[SimulationRecord]
+) -> None:
+    """One row per simulation: simulation_id, each parameter, status, attempts, exit_code, message.
+
+    Parameter values are written with repr, so float(cell) gives back the exact value. The file
+    is replaced atomically: a reader sees the old or the new table, never half of one.
+    """
+    rows = [_row(names, record) for record in records]
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["simulation_id", *names, "status", "attempts", "exit_code", "message"])
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes it private; this table is no secret
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _row(names: Sequence[str], record: SimulationRecord) -> list[str]:
+    if len(record.parameters) != len(names):
+        raise ValueError(
+            f"simulation {record.simulation_id} has {len(record.parameters)} parameter values "
+            f"for {len(names)} names"
+        )
+    exit_code = "" if record.exit_code is None else str(record.exit_code)
+    return [
+        str(record.simulation_id),
+        *(repr(float(value)) for value in record.parameters),
+        record.status.value,
+        str(record.attempts),
+        exit_code,
+        record.message,
+    ]

@@ -1,0 +1,1 @@
+"""Scheduler backends behind one small protocol (base.Scheduler): local processes, ..."""

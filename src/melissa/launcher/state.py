@@ -1,0 +1,303 @@
+"""The launcher's state in SQLite (`output_dir/study.db`): the study and every simulation.
+
+The launcher is single-threaded and must survive its own crash (`--resume`), so every change is
+committed at once. WAL mode lets readers (the monitor) look while the launcher writes;
+synchronous=NORMAL keeps each commit safe from a crash of the launcher process (an OS crash may
+lose the last commits, which a resume redoes). WAL needs shared memory: keep the output directory
+on a local or POSIX-locking file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from melissa.errors import StudyError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE study (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    token_hex TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    parameter_names TEXT NOT NULL,  -- JSON list
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE simulations (
+    simulation_id INTEGER PRIMARY KEY,
+    parameters TEXT NOT NULL,  -- JSON list of floats: repr round-trips them exactly
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    attempt INTEGER NOT NULL DEFAULT 0,
+    job_id TEXT,
+    exit_code INTEGER,
+    message TEXT NOT NULL DEFAULT '',
+    submitted_at REAL,
+    finished_at REAL
+);
+CREATE INDEX simulations_by_status ON simulations (status);
+"""
+
+
+class SimulationStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SimulationRecord:
+    simulation_id: int
+    parameters: tuple[float, ...]
+    status: SimulationStatus
+    # MELISSA_ATTEMPT of the latest submission (of the next one while pending): 0 at first,
+    # +1 each time a failed simulation is submitted again.
+    attempt: int
+    job_id: str | None  # of the latest submission
+    exit_code: int | None  # of the latest finished attempt
+    message: str
+    submitted_at: float | None  # seconds since the epoch, latest submission
+    finished_at: float | None
+
+    @property
+    def attempts(self) -> int:
+        """Submissions so far (a submission that the scheduler refused counts as one)."""
+        return 0 if self.status == SimulationStatus.PENDING else self.attempt + 1
+
+
+class StudyInfo(TypedDict):
+    token_hex: str
+    config_json: str
+    parameter_names: list[str]
+    created_at: float  # seconds since the epoch
+    status: str  # free text chosen by the launcher; "created" after init_study
+    message: str
+
+
+_FINISHED_FROM = {
+    SimulationStatus.FAILED: (SimulationStatus.PENDING, SimulationStatus.RUNNING),
+    SimulationStatus.COMPLETED: (
+        SimulationStatus.RUNNING,
+        SimulationStatus.FAILED,
+        SimulationStatus.COMPLETED,
+    ),
+}
+
+
+class StateStore:
+    """Typed access to study.db. Misuse (unknown id, impossible transition) raises ValueError;
+    a file that is not a readable study database raises StudyError."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._conn = _connect(path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- study --------------------------------------------------------------------------------
+
+    def init_study(self, token_hex: str, config_json: str, parameter_names: Sequence[str]) -> None:
+        """Record a new study (once per database), with status "created"."""
+        try:
+            self._conn.execute(
+                "INSERT INTO study VALUES (1, ?, ?, ?, ?, 'created', '')",
+                (token_hex, config_json, json.dumps(list(parameter_names)), self._clock()),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"{self.path} already holds a study") from None
+
+    def has_study(self) -> bool:
+        return bool(self._conn.execute("SELECT COUNT(*) FROM study").fetchone()[0] == 1)
+
+    def study(self) -> StudyInfo:
+        row = self._conn.execute("SELECT * FROM study").fetchone()
+        if row is None:
+            raise ValueError(f"{self.path} holds no study yet: call init_study first")
+        return StudyInfo(
+            token_hex=row["token_hex"],
+            config_json=row["config_json"],
+            parameter_names=json.loads(row["parameter_names"]),
+            created_at=row["created_at"],
+            status=row["status"],
+            message=row["message"],
+        )
+
+    def set_study_status(self, status: str, message: str = "") -> None:
+        if self._conn.execute(
+            "UPDATE study SET status = ?, message = ?", (status, message)
+        ).rowcount == 0:
+            raise ValueError(f"{self.path} holds no study yet: call init_study first")
+
+    # -- simulations --------------------------------------------------------------------------
+
+    def add_simulations(self, rows: Sequence[tuple[int, Sequence[float]]]) -> None:
+        """Add pending simulations (id, parameter values in the study's order), all or none."""
+        width = len(self.study()["parameter_names"])
+        values = []
+        for simulation_id, parameters in rows:
+            if len(parameters) != width:
+                raise ValueError(
+                    f"simulation {simulation_id} has {len(parameters)} parameter values, "
+                    f"the study has {width} parameters"
+                )
+            values.append((simulation_id, json.dumps([float(p) for p in parameters])))
+        try:
+            with self._transaction():
+                self._conn.executemany(
+                    "INSERT INTO simulations (simulation_id, parameters, status) "
+                    "VALUES (?, ?, 'pending')",
+                    values,
+                )
+        except sqlite3.IntegrityError:
+            raise ValueError("a simulation id to add is already in the study") from None
+
+    def mark_running(self, simulation_id: int, job_id: str) -> None:
+        """A pending simulation, or a failed one being restarted (attempt + 1), was submitted."""
+        self._transition(
+            simulation_id,
+            (SimulationStatus.PENDING, SimulationStatus.FAILED),
+            "attempt = attempt + (status = 'failed'), status = 'running', job_id = ?, "
+            "submitted_at = ?, exit_code = NULL, message = '', finished_at = NULL",
+            (job_id, self._clock()),
+        )
+
+    def mark_finished(
+        self, simulation_id: int, status: SimulationStatus, exit_code: int | None, message: str
+    ) -> None:
+        """Record how a simulation ended.
+
+        FAILED: from running, or from pending when its submission failed. COMPLETED (the server
+        has all its data, which is final): from running, from failed (the data arrived before
+        the failure was seen), or again from completed to add the job's exit code and message.
+        """
+        if status not in _FINISHED_FROM:
+            raise ValueError(f"a simulation finishes as completed or failed, not {status.value}")
+        self._transition(
+            simulation_id,
+            _FINISHED_FROM[status],
+            "status = ?, exit_code = ?, message = ?, finished_at = ?",
+            (status.value, exit_code, message, self._clock()),
+        )
+
+    def simulation(self, simulation_id: int) -> SimulationRecord:
+        row = self._conn.execute(
+            "SELECT * FROM simulations WHERE simulation_id = ?", (simulation_id,)
+        ).fetchone()
+        if row is None:
+            raise ValueError(f"no simulation {simulation_id} in {self.path}")
+        return _record(row)
+
+    def simulations(self, status: SimulationStatus | None = None) -> list[SimulationRecord]:
+        """Every simulation (or those with `status`), by increasing id."""
+        if status is None:
+            rows = self._conn.execute("SELECT * FROM simulations ORDER BY simulation_id")
+        else:
+            rows = self._conn.execute(
+                "SELECT * FROM simulations WHERE status = ? ORDER BY simulation_id",
+                (status.value,),
+            )
+        return [_record(row) for row in rows]
+
+    def counts(self) -> dict[SimulationStatus, int]:
+        """Number of simulations in each status (zeros included)."""
+        counts = dict.fromkeys(SimulationStatus, 0)
+        for status, count in self._conn.execute(
+            "SELECT status, COUNT(*) FROM simulations GROUP BY status"
+        ):
+            counts[SimulationStatus(status)] = count
+        return counts
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _transition(
+        self,
+        simulation_id: int,
+        allowed: tuple[SimulationStatus, ...],
+        assignments: str,
+        values: tuple[object, ...],
+    ) -> None:
+        # One conditional UPDATE: the check and the change cannot be separated by a crash.
+        placeholders = ", ".join("?" * len(allowed))
+        cursor = self._conn.execute(
+            f"UPDATE simulations SET {assignments} "
+            f"WHERE simulation_id = ? AND status IN ({placeholders})",
+            (*values, simulation_id, *(s.value for s in allowed)),
+        )
+        if cursor.rowcount == 0:
+            current = self.simulation(simulation_id).status  # ValueError if unknown
+            expected = " or ".join(s.value for s in allowed)
+            raise ValueError(
+                f"simulation {simulation_id} is {current.value}, expected {expected}"
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        # The study token is a secret: create the file (and so its WAL) readable by us only.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        # isolation_level=None: autocommit, each statement is committed at once.
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    except (OSError, sqlite3.Error) as exc:
+        raise StudyError(f"cannot open the launcher state {path}: {exc}") from exc
+    try:
+        _prepare(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+    except sqlite3.Error as exc:
+        raise StudyError(f"cannot open the launcher state {path}: {exc}") from exc
+    if version not in (0, SCHEMA_VERSION):
+        raise StudyError(
+            f"{path} has state schema version {version}, this Melissa reads version "
+            f"{SCHEMA_VERSION}: resume it with the Melissa version that started it"
+        )
+
+
+def _record(row: sqlite3.Row) -> SimulationRecord:
+    return SimulationRecord(
+        simulation_id=row["simulation_id"],
+        parameters=tuple(json.loads(row["parameters"])),
+        status=SimulationStatus(row["status"]),
+        attempt=row["attempt"],
+        job_id=row["job_id"],
+        exit_code=row["exit_code"],
+        message=row["message"],
+        submitted_at=row["submitted_at"],
+        finished_at=row["finished_at"],
+    )

@@ -1,0 +1,60 @@
+"""Every file name of a study's output directory, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    root: Path
+
+    @property
+    def state_db(self) -> Path:
+        """The launcher's SQLite state."""
+        return self.root / "study.db"
+
+    @property
+    def study_file(self) -> Path:
+        """The validated config as the server reads it (JSON, no secrets)."""
+        return self.root / "study.json"
+
+    @property
+    def rendezvous(self) -> Path:
+        """Written by server rank 0 once bound: {"address": "tcp://host:port", "pid": ...}."""
+        return self.root / "server.json"
+
+    @property
+    def parameters_csv(self) -> Path:
+        return self.root / "parameters.csv"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def launcher_log(self) -> Path:
+        return self.logs / "launcher.log"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    def simulation_log(self, simulation_id: int) -> Path:
+        return self.logs / f"simulation_{simulation_id:06d}.log"
+
+    @property
+    def statistics(self) -> Path:
+        return self.root / "statistics"
+
+    def field_results(self, field: str) -> Path:
+        return self.statistics / f"{field}.nc"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def make_dirs(self) -> None:
+        for d in (self.root, self.logs, self.statistics, self.plots):
+            d.mkdir(parents=True, exist_ok=True)

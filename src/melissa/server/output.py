@@ -1,0 +1,130 @@
+"""NetCDF results of the sensitivity-analysis server: a file per field, a variable per statistic.
+
+Arrays come from `FieldStatistics.results()` as (time, cell), or (threshold, time, cell); when the
+field's global shape is known, cells are unflattened in C order into named spatial dims.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+CONVENTIONS = {
+    "mean": "np.mean(x)",
+    "variance": "unbiased, ddof=1 (np.var(x, ddof=1))",
+    "skewness": "biased (scipy.stats.skew(x, bias=True))",
+    "kurtosis": "excess, biased (scipy.stats.kurtosis(x, fisher=True, bias=True))",
+    "minimum_simulation": "smallest simulation id among ties; -1 where count is 0",
+    "maximum_simulation": "smallest simulation id among ties; -1 where count is 0",
+    "threshold_exceedance": "count of x > t (strict)",
+}
+UNDEFINED = "NaN where undefined: no sample, n < 2 (variance), constant data (skewness, kurtosis)"
+
+LONG_NAMES = {
+    "count": "number of samples",
+    "mean": "mean",
+    "variance": "unbiased variance",
+    "skewness": "skewness",
+    "kurtosis": "excess kurtosis",
+    "minimum": "minimum",
+    "minimum_simulation": "id of the simulation reaching the minimum",
+    "maximum": "maximum",
+    "maximum_simulation": "id of the simulation reaching the maximum",
+    "threshold_exceedance": "number of samples strictly above the threshold",
+}
+
+_SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def write_field_results(
+    path: Path,
+    field: str,
+    results: dict[str, np.ndarray],
+    *,
+    shape: tuple[int, ...] | None,
+    thresholds: list[float],
+    attrs: dict[str, str | int | float],
+) -> None:
+    """Write one field's statistics to the NetCDF4 file `path`, atomically (temp file in the same
+    directory, fsync, rename): readers see the old file or the complete new one."""
+    dataset = _dataset(field, results, shape=shape, thresholds=thresholds, attrs=attrs)
+    _write_atomically(dataset, Path(path))
+
+
+def read_field_results(path: Path) -> xr.Dataset:
+    """The whole file, loaded into memory (the file is closed on return)."""
+    with xr.open_dataset(path, engine="netcdf4") as dataset:
+        return dataset.load()
+
+
+def _dataset(
+    field: str,
+    results: dict[str, np.ndarray],
+    *,
+    shape: tuple[int, ...] | None,
+    thresholds: list[float],
+    attrs: dict[str, str | int | float],
+) -> xr.Dataset:
+    if "count" not in results or np.ndim(results["count"]) != 2:
+        raise ValueError(f"field {field!r}: results need a (time, cell) 'count' array")
+    nb_time_steps, n_cells = results["count"].shape
+    dims, grid = _cell_dims(field, n_cells, shape)
+    variables = {}
+    for name, array in results.items():
+        lead = ("threshold",) if name == "threshold_exceedance" else ()
+        expected = (len(thresholds),) * len(lead) + (nb_time_steps, n_cells)
+        if array.shape != expected:
+            raise ValueError(
+                f"field {field!r}: {name!r} has shape {array.shape}, expected {expected}"
+            )
+        variables[name] = xr.Variable(
+            (*lead, "time", *dims),
+            array.reshape(array.shape[:-1] + grid),
+            attrs={"long_name": LONG_NAMES.get(name, name)},
+        )
+    coords = {"time": np.arange(nb_time_steps)}
+    if "threshold_exceedance" in results:
+        coords["threshold"] = np.asarray(thresholds, dtype=np.float64)
+    conventions = {k: v for k, v in CONVENTIONS.items() if k in results}
+    return xr.Dataset(
+        variables,
+        coords=coords,
+        attrs={"field": field, "undefined_values": UNDEFINED, **conventions, **attrs},
+    )
+
+
+def _cell_dims(
+    field: str, n_cells: int, shape: tuple[int, ...] | None
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Dim names and sizes of the cells: flat "cell", or the field's global shape."""
+    if shape is None:
+        return ("cell",), (n_cells,)
+    if not shape or math.prod(shape) != n_cells:
+        raise ValueError(f"field {field!r}: shape {shape} does not hold its {n_cells} cells")
+    names = _SPATIAL_DIMS.get(len(shape), tuple(f"dim_{i}" for i in range(len(shape))))
+    return names, tuple(shape)
+
+
+def _write_atomically(dataset: xr.Dataset, path: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory entry is on disk.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -1,0 +1,206 @@
+"""What one server rank knows about fields and simulations: the truth about received data.
+
+Pure bookkeeping (no sockets) so that every rule of "nothing lost, nothing counted twice" is
+checked in one place: a chunk is identified by (simulation, field, time step, client rank), since
+each client rank sends each server rank exactly one piece per field and time step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from melissa.errors import ProtocolError
+from melissa.protocol import Piece, cell_range, split
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    field_id: int
+    name: str
+    global_size: int
+    shape: tuple[int, ...] | None
+    start: int  # this server rank's first cell
+    stop: int
+
+    @property
+    def local_size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class _FieldProgress:
+    """One simulation's progress on one field, as seen by this server rank."""
+
+    declared: dict[int, tuple[int, int]] = field(default_factory=dict)  # client rank -> (offset, n)
+    received: np.ndarray | None = None  # bool (time steps, client ranks)
+
+
+@dataclass
+class SimulationProgress:
+    simulation_id: int
+    client_ranks: int
+    attempt: int
+    fields: dict[int, _FieldProgress] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)
+    complete: bool = False
+    steps_received: int = 0
+
+
+class Registry:
+    def __init__(
+        self, field_names: list[str], nb_time_steps: int, rank: int = 0, ranks: int = 1
+    ) -> None:
+        self.field_ids = {name: i for i, name in enumerate(field_names)}
+        self.nb_time_steps = nb_time_steps
+        self.rank, self.ranks = rank, ranks
+        self.fields: dict[int, FieldInfo] = {}
+        self.simulations: dict[int, SimulationProgress] = {}
+
+    # -- handshake ----------------------------------------------------------------------------
+    def declare(
+        self,
+        simulation_id: int,
+        attempt: int,
+        client_rank: int,
+        client_ranks: int,
+        name: str,
+        global_size: int,
+        shape: tuple[int, ...] | None,
+        offset: int,
+        count: int,
+    ) -> tuple[FieldInfo, bool]:
+        """Register a client rank's HELLO; returns the field and whether it is new to the study."""
+        field_id = self.field_ids.get(name)
+        if field_id is None:
+            raise ProtocolError(
+                f"unknown field {name!r}: study_options.field_names is {list(self.field_ids)}"
+            )
+        if global_size <= 0:
+            raise ProtocolError(f"field {name!r}: global size must be positive, got {global_size}")
+        if shape is not None and (any(s <= 0 for s in shape) or math.prod(shape) != global_size):
+            raise ProtocolError(f"field {name!r}: shape {shape} does not hold {global_size} values")
+        if client_ranks < 1 or not 0 <= client_rank < client_ranks:
+            raise ProtocolError(f"client rank {client_rank} out of range for {client_ranks} ranks")
+        if offset + count > global_size:
+            raise ProtocolError(
+                f"field {name!r}: cells [{offset}, {offset + count}) exceed its size {global_size}"
+            )
+        info = self.fields.get(field_id)
+        new = info is None
+        if info is None:
+            start, stop = cell_range(global_size, self.ranks, self.rank)
+            info = FieldInfo(field_id, name, global_size, shape, start, stop)
+        elif info.global_size != global_size:
+            raise ProtocolError(
+                f"field {name!r} has {global_size} values here but {info.global_size} in the "
+                "simulations before: every simulation must send the same field size"
+            )
+        elif shape is not None and info.shape is not None and shape != info.shape:
+            raise ProtocolError(f"field {name!r}: shape {shape} differs from {info.shape} before")
+        sim = self.simulations.get(simulation_id)
+        if sim is None:
+            sim = SimulationProgress(simulation_id, client_ranks, attempt)
+            self.simulations[simulation_id] = sim
+        elif sim.client_ranks != client_ranks:
+            raise ProtocolError(
+                f"simulation {simulation_id}: {client_ranks} client ranks declared, "
+                f"{sim.client_ranks} before"
+            )
+        if sim.complete:
+            raise ProtocolError(f"simulation {simulation_id} is already complete")
+        progress = sim.fields.setdefault(field_id, _FieldProgress())
+        for other, (o_off, o_n) in progress.declared.items():
+            if other != client_rank and offset < o_off + o_n and o_off < offset + count:
+                raise ProtocolError(
+                    f"field {name!r}: client rank {client_rank} cells [{offset}, {offset + count})"
+                    f" overlap client rank {other}'s [{o_off}, {o_off + o_n})"
+                )
+        progress.declared[client_rank] = (offset, count)
+        if progress.received is None:
+            progress.received = np.zeros((self.nb_time_steps, client_ranks), dtype=bool)
+        sim.attempt = max(sim.attempt, attempt)
+        self.fields[field_id] = info
+        return info, new
+
+    # -- data ---------------------------------------------------------------------------------
+    def accept_chunk(
+        self,
+        simulation_id: int,
+        client_rank: int,
+        field_id: int,
+        time_step: int,
+        offset: int,
+        count: int,
+    ) -> bool:
+        """Validate a DATA header; True if the chunk is new, False if it is a duplicate."""
+        info = self.fields.get(field_id)
+        if info is None:
+            raise ProtocolError(f"unknown field id {field_id}")
+        sim = self.simulations.get(simulation_id)
+        progress = sim.fields.get(field_id) if sim else None
+        if sim is None or progress is None or client_rank not in progress.declared:
+            raise ProtocolError(
+                f"simulation {simulation_id} rank {client_rank} sent field {info.name!r} "
+                "without declaring it (init) first"
+            )
+        if not 0 <= time_step < self.nb_time_steps:
+            raise ProtocolError(
+                f"time step {time_step} out of range: study_options.nb_time_steps is "
+                f"{self.nb_time_steps}"
+            )
+        expected = self.expected_piece(info, *progress.declared[client_rank])
+        if expected is None or (offset, count) != (expected.global_offset, expected.count):
+            raise ProtocolError(
+                f"field {info.name!r}: chunk [{offset}, {offset + count}) is not the piece of "
+                f"client rank {client_rank} owned by server rank {self.rank}"
+            )
+        assert progress.received is not None
+        if progress.received[time_step, client_rank]:
+            return False
+        progress.received[time_step, client_rank] = True
+        sim.steps_received += 1
+        return True
+
+    def expected_piece(self, info: FieldInfo, offset: int, count: int) -> Piece | None:
+        mine = split(offset, count, [(info.start, info.stop)])
+        return mine[0] if mine else None
+
+    # -- completion ---------------------------------------------------------------------------
+    def end(self, simulation_id: int, client_rank: int) -> bool:
+        """Record a client rank's END; True when the simulation just became complete here."""
+        sim = self.simulations.get(simulation_id)
+        if sim is None:
+            raise ProtocolError(f"simulation {simulation_id} ended without declaring any field")
+        if not 0 <= client_rank < sim.client_ranks:
+            raise ProtocolError(f"client rank {client_rank} out of range for {sim.client_ranks}")
+        if sim.complete:
+            return False
+        missing = self._missing(sim, client_rank)
+        if missing:
+            raise ProtocolError(f"simulation {simulation_id} rank {client_rank} ended {missing}")
+        sim.ended.add(client_rank)
+        sim.complete = len(sim.ended) == sim.client_ranks
+        return sim.complete
+
+    def _missing(self, sim: SimulationProgress, client_rank: int) -> str:
+        undeclared = [n for n, i in self.field_ids.items() if i not in sim.fields]
+        if undeclared:
+            return f"without sending field(s) {undeclared}"
+        for field_id, progress in sim.fields.items():
+            if client_rank not in progress.declared:
+                continue
+            info = self.fields[field_id]
+            if self.expected_piece(info, *progress.declared[client_rank]) is None:
+                continue  # this rank owns none of that client rank's cells
+            assert progress.received is not None
+            got = int(progress.received[:, client_rank].sum())
+            if got != self.nb_time_steps:
+                return f"with {got} of {self.nb_time_steps} time steps of field {info.name!r}"
+        return ""
+
+    @property
+    def completed(self) -> list[int]:
+        return sorted(s.simulation_id for s in self.simulations.values() if s.complete)

@@ -1,0 +1,274 @@
+"""The launcher's SQLite state store and parameters.csv, on real files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from melissa.errors import StudyError
+from melissa.launcher.report import write_parameters_csv
+from melissa.launcher.state import SimulationStatus, StateStore
+
+NAMES = ["x", "y"]
+# Values whose shortest repr needs all 17 digits, or extreme exponents.
+AWKWARD = [0.1 + 0.2, math.pi, 1e-300, -2.2250738585072014e-308, math.nextafter(1.0, 0.0), 5e-324]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    store = StateStore(tmp_path / "study.db", clock=FakeClock())
+    store.init_study("ab" * 16, '{"a": 1}', NAMES)
+    yield store
+    store.close()
+
+
+def test_new_database_has_no_study(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "study.db")
+    assert not store.has_study()
+    with pytest.raises(ValueError, match="init_study"):
+        store.study()
+    with pytest.raises(ValueError, match="init_study"):
+        store.add_simulations([(0, [1.0, 2.0])])
+    with pytest.raises(ValueError, match="init_study"):
+        store.set_study_status("running")
+    store.close()
+
+
+def test_study_record(store: StateStore) -> None:
+    assert store.has_study()
+    assert store.study() == {
+        "token_hex": "ab" * 16,
+        "config_json": '{"a": 1}',
+        "parameter_names": NAMES,
+        "created_at": 1001.0,
+        "status": "created",
+        "message": "",
+    }
+    store.set_study_status("failed", "the server died")
+    assert (store.study()["status"], store.study()["message"]) == ("failed", "the server died")
+    with pytest.raises(ValueError, match="already holds a study"):
+        store.init_study("cd" * 16, "{}", NAMES)
+
+
+def test_add_and_list_simulations(store: StateStore) -> None:
+    store.add_simulations([(2, (5.0, 6.0)), (0, [1.0, 2.0]), (1, (3.0, 4.0))])
+    records = store.simulations()
+    assert [r.simulation_id for r in records] == [0, 1, 2]
+    first = records[0]
+    assert first.parameters == (1.0, 2.0)
+    assert first.status == SimulationStatus.PENDING
+    assert (first.attempt, first.attempts, first.job_id, first.exit_code) == (0, 0, None, None)
+    assert (first.message, first.submitted_at, first.finished_at) == ("", None, None)
+    assert store.counts() == {
+        SimulationStatus.PENDING: 3,
+        SimulationStatus.RUNNING: 0,
+        SimulationStatus.COMPLETED: 0,
+        SimulationStatus.FAILED: 0,
+    }
+    store.mark_running(1, "job-1")
+    assert [r.simulation_id for r in store.simulations(SimulationStatus.PENDING)] == [0, 2]
+    assert [r.simulation_id for r in store.simulations(SimulationStatus.RUNNING)] == [1]
+
+
+def test_adding_is_all_or_nothing(store: StateStore) -> None:
+    store.add_simulations([(0, [1.0, 2.0])])
+    with pytest.raises(ValueError, match="already in the study"):
+        store.add_simulations([(1, [1.0, 2.0]), (0, [3.0, 4.0])])
+    with pytest.raises(ValueError, match="3 parameter values, the study has 2"):
+        store.add_simulations([(2, [1.0, 2.0]), (3, [1.0, 2.0, 3.0])])
+    assert [r.simulation_id for r in store.simulations()] == [0]
+    assert store.simulation(0).parameters == (1.0, 2.0)
+
+
+def test_lifecycle_with_a_restart(store: StateStore) -> None:
+    store.add_simulations([(7, [1.0, 2.0])])
+    store.mark_running(7, "job-a")
+    running = store.simulation(7)
+    assert (running.status, running.attempt, running.attempts) == (SimulationStatus.RUNNING, 0, 1)
+    assert (running.job_id, running.submitted_at, running.finished_at) == ("job-a", 1002.0, None)
+
+    store.mark_finished(7, SimulationStatus.FAILED, 3, "exit status 3")
+    failed = store.simulation(7)
+    assert (failed.status, failed.exit_code, failed.message) == (SimulationStatus.FAILED, 3,
+                                                                 "exit status 3")
+    assert failed.finished_at == 1003.0
+
+    store.mark_running(7, "job-b")  # restart: MELISSA_ATTEMPT becomes 1
+    again = store.simulation(7)
+    assert (again.attempt, again.attempts, again.job_id) == (1, 2, "job-b")
+    assert (again.exit_code, again.message, again.finished_at) == (None, "", None)
+
+    store.mark_finished(7, SimulationStatus.COMPLETED, None, "")
+    store.mark_finished(7, SimulationStatus.COMPLETED, 0, "exited")  # the exit code came later
+    done = store.simulation(7)
+    assert (done.status, done.exit_code, done.message) == (SimulationStatus.COMPLETED, 0, "exited")
+    assert store.counts()[SimulationStatus.COMPLETED] == 1
+
+
+def test_refused_submission_fails_a_pending_simulation(store: StateStore) -> None:
+    store.add_simulations([(0, [1.0, 2.0])])
+    store.mark_finished(0, SimulationStatus.FAILED, None, "no such command")
+    record = store.simulation(0)
+    assert (record.status, record.attempt, record.attempts) == (SimulationStatus.FAILED, 0, 1)
+
+
+def test_server_completion_overrides_a_failure(store: StateStore) -> None:
+    store.add_simulations([(0, [1.0, 2.0])])
+    store.mark_running(0, "j")
+    store.mark_finished(0, SimulationStatus.FAILED, None, "timed out")
+    store.mark_finished(0, SimulationStatus.COMPLETED, None, "")
+    assert store.simulation(0).status == SimulationStatus.COMPLETED
+
+
+def test_impossible_transitions_are_refused(store: StateStore) -> None:
+    store.add_simulations([(0, [1.0, 2.0]), (1, [1.0, 2.0])])
+    with pytest.raises(ValueError, match="simulation 0 is pending, expected running or failed"):
+        store.mark_finished(0, SimulationStatus.COMPLETED, 0, "")
+    store.mark_running(0, "j")
+    with pytest.raises(ValueError, match="simulation 0 is running, expected pending or failed"):
+        store.mark_running(0, "j2")
+    with pytest.raises(ValueError, match="completed or failed, not running"):
+        store.mark_finished(0, SimulationStatus.RUNNING, None, "")
+    store.mark_finished(0, SimulationStatus.COMPLETED, 0, "")
+    with pytest.raises(ValueError, match="is completed"):
+        store.mark_finished(0, SimulationStatus.FAILED, 1, "")
+    with pytest.raises(ValueError, match="is completed"):
+        store.mark_running(0, "j3")
+    with pytest.raises(ValueError, match="no simulation 9"):
+        store.mark_running(9, "j")
+    assert store.simulation(0).job_id == "j"
+    assert store.simulation(1).status == SimulationStatus.PENDING
+
+
+def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "study.db"
+    store = StateStore(path)
+    store.init_study("ff" * 16, "{}", NAMES)
+    store.add_simulations([(i, [v, -v]) for i, v in enumerate(AWKWARD)])
+    store.mark_running(1, "job-1")
+    store.mark_finished(1, SimulationStatus.FAILED, -9, "killed by signal SIGKILL")
+    store.set_study_status("running")
+    before = (store.study(), store.simulations(), store.counts())
+    store.close()
+
+    reopened = StateStore(path)
+    assert (reopened.study(), reopened.simulations(), reopened.counts()) == before
+    assert [r.parameters for r in reopened.simulations()] == [(v, -v) for v in AWKWARD]
+    reopened.close()
+
+
+def test_every_change_survives_a_crash(tmp_path: Path) -> None:
+    """A launcher killed without closing the store loses nothing it had recorded."""
+    path = tmp_path / "study.db"
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from melissa.launcher.state import SimulationStatus, StateStore
+        store = StateStore(Path({str(path)!r}))
+        store.init_study("00", "{{}}", ["x"])
+        store.add_simulations([(0, [0.5]), (1, [0.25])])
+        store.mark_running(0, "job-0")
+        store.mark_finished(0, SimulationStatus.COMPLETED, 0, "")
+        store.mark_running(1, "job-1")
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    store = StateStore(path)
+    assert [r.status for r in store.simulations()] == [SimulationStatus.COMPLETED,
+                                                       SimulationStatus.RUNNING]
+    assert store.simulation(1).job_id == "job-1"
+    store.close()
+
+
+def test_readers_see_commits_while_the_launcher_writes(store: StateStore) -> None:
+    reader = StateStore(store.path)
+    store.add_simulations([(0, [1.0, 2.0])])
+    assert reader.counts()[SimulationStatus.PENDING] == 1
+    store.mark_running(0, "j")
+    assert reader.simulation(0).status == SimulationStatus.RUNNING
+    reader.close()
+
+
+def test_wal_mode_and_private_file(store: StateStore) -> None:
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600  # it holds the study token
+
+
+def test_other_schema_version_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "study.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StudyError, match="schema version 99, this Melissa reads version 1"):
+        StateStore(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "study.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StudyError, match="cannot open the launcher state .*study.db"):
+        StateStore(path)
+    with pytest.raises(StudyError, match="cannot open the launcher state"):
+        StateStore(tmp_path / "missing" / "study.db")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_parameters_csv_round_trips(store: StateStore, tmp_path: Path) -> None:
+    store.add_simulations([(i, [v, -v]) for i, v in enumerate(AWKWARD)])
+    store.mark_running(0, "j")
+    store.mark_finished(0, SimulationStatus.FAILED, 3, 'said "no", then\nstopped')
+    store.mark_running(1, "k")
+    store.mark_finished(1, SimulationStatus.COMPLETED, 0, "")
+    path = tmp_path / "parameters.csv"
+    path.write_text("old table")
+    write_parameters_csv(path, NAMES, store.simulations())
+
+    rows = read_csv(path)
+    assert list(rows[0]) == ["simulation_id", "x", "y", "status", "attempts", "exit_code",
+                             "message"]
+    assert [(float(r["x"]), float(r["y"])) for r in rows] == [(v, -v) for v in AWKWARD]
+    assert [r["simulation_id"] for r in rows] == [str(i) for i in range(len(AWKWARD))]
+    assert rows[0] | {"x": "", "y": ""} == {
+        "simulation_id": "0", "x": "", "y": "", "status": "failed", "attempts": "1",
+        "exit_code": "3", "message": 'said "no", then\nstopped',
+    }
+    assert (rows[1]["status"], rows[1]["exit_code"]) == ("completed", "0")
+    assert (rows[2]["status"], rows[2]["attempts"], rows[2]["exit_code"]) == ("pending", "0", "")
+    assert sorted(p.name for p in tmp_path.iterdir() if "parameters" in p.name) == [
+        "parameters.csv"
+    ]
+
+
+def test_parameters_csv_refuses_mismatched_names(store: StateStore, tmp_path: Path) -> None:
+    store.add_simulations([(0, [1.0, 2.0])])
+    path = tmp_path / "parameters.csv"
+    path.write_text("old table")
+    with pytest.raises(ValueError, match="2 parameter values for 3 names"):
+        write_parameters_csv(path, ["x", "y", "z"], store.simulations())
+    assert path.read_text() == "old table"
+    assert [p.name for p in tmp_path.iterdir() if "parameters" in p.name] == ["parameters.csv"]
