@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,9 @@ def test_write_replaces_atomically_and_leaves_no_temp_file(tmp_path: Path) -> No
     write(path, field_results(steps=3))
     assert list(tmp_path.iterdir()) == [path]
     assert read_field_results(path).sizes["time"] == 3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not a temp file's 0600
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:

@@ -243,6 +243,21 @@ def test_merged_extrema_ties_go_to_the_smallest_id(ids: tuple[int, int]) -> None
     np.testing.assert_array_equal(r["maximum_simulation"], [[2, ids[1]]])
 
 
+@pytest.mark.parametrize("arrival", [(6, 4, 2, 8), (4, 2, 8, 6), (8, 6, 2, 4)])
+def test_a_nan_sample_propagates_as_in_numpy(arrival: tuple[int, ...]) -> None:
+    values = {4: 1.0, 6: np.nan, 2: 3.0, 8: np.nan}
+    single, part_a, part_b = (FieldStatistics(1, 1, ALL) for _ in range(3))
+    for sim in arrival:
+        single.update(0, 0, np.array([values[sim]]), sim)
+        (part_a if sim in arrival[:2] else part_b).update(0, 0, np.array([values[sim]]), sim)
+    part_b.merge(part_a)
+    for stats in (single, part_b):
+        r = stats.results()
+        assert np.isnan(r["minimum"][0, 0]) and np.isnan(r["maximum"][0, 0])
+        assert r["minimum_simulation"][0, 0] == r["maximum_simulation"][0, 0] == 6
+        assert np.isnan(r["mean"][0, 0]) and r["count"][0, 0] == 4
+
+
 def test_threshold_exceedance_is_strict() -> None:
     stats = FieldStatistics(1, 3, ALL)
     t = THRESHOLDS[1]
@@ -300,11 +315,11 @@ def test_update_validates_its_arguments(
     np.testing.assert_array_equal(stats.results()["count"], 0)  # nothing written
 
 
-def test_read_only_input_is_accepted_and_left_alone() -> None:
+def test_read_only_input_and_numpy_integers_are_accepted() -> None:
     frame = np.arange(4.0)
     frame.flags.writeable = False
     stats = FieldStatistics(1, 6, ALL)
     stats.update(0, 2, frame, 0)
-    stats.update(0, 2, frame[::-1].copy(), 1)
+    stats.update(np.int32(0), np.int64(2), frame[::-1].copy(), np.uint16(1))  # type: ignore[arg-type]
     np.testing.assert_array_equal(frame, np.arange(4.0))
     np.testing.assert_array_equal(stats.results()["mean"][0, 2:], 1.5)

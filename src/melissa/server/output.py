@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +111,8 @@ def _cell_dims(
 
 
 def _write_atomically(dataset: xr.Dataset, path: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Not mkstemp: its 0600 mode would outlive the rename; netCDF creates the file per the umask.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
         with open(tmp, "rb") as written:

@@ -3,10 +3,12 @@
 Per time step and cell, the state holds only what the SAConfig selection needs (count always;
 mean and central moment sums up to `moment_order`; extrema with simulation ids; exceedance counts)
 and is updated by one fused kernel pass per incoming chunk (kernels.py). States built from disjoint
-samples merge exactly (moments.py, extrema.py, threshold.py). Conventions: docs/statistics.md.
+samples merge (moments.py, extrema.py, threshold.py). Conventions: docs/statistics.md.
 """
 
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
@@ -31,14 +33,15 @@ class FieldStatistics:
             name: np.full(shape, fill, dtype)
             for name, (shape, dtype, fill) in _layout(nb_time_steps, n_cells, sa).items()
         }
-        if "thresholds" in self._state:
-            self._state["thresholds"][:] = sa.threshold_values
         self._bind()
 
     def update(self, time_step: int, start: int, data: np.ndarray, simulation_id: int) -> None:
         """Add one simulation's values for local cells [start, start + len(data)) at time_step.
         data: 1-D C-contiguous float64 or float32 (may be a read-only view on a zmq frame: never
         write to it)."""
+        # Plain ints: a NumPy integer type would compile another kernel specialisation.
+        time_step, start = operator.index(time_step), operator.index(start)
+        simulation_id = operator.index(simulation_id)
         nb_time_steps, n_cells = self.shape
         if data.ndim != 1 or data.dtype not in _INPUT_DTYPES or not data.flags.c_contiguous:
             raise ValueError(
@@ -167,10 +170,10 @@ class FieldStatistics:
 
 def _layout(
     nb_time_steps: int, n_cells: int, sa: SAConfig
-) -> dict[str, tuple[tuple[int, ...], np.dtype, float | int]]:
-    """Name -> (shape, dtype, initial value) of every state array the selection needs."""
+) -> dict[str, tuple[tuple[int, ...], np.dtype, float | list[float]]]:
+    """Name -> (shape, dtype, initial values) of every state array the selection needs."""
     shape = (nb_time_steps, n_cells)
-    layout: dict[str, tuple[tuple[int, ...], np.dtype, float | int]] = {
+    layout: dict[str, tuple[tuple[int, ...], np.dtype, float | list[float]]] = {
         "count": (shape, _INT, 0)
     }
     for name in _MOMENTS[: sa.moment_order]:
@@ -181,7 +184,7 @@ def _layout(
             layout[f"{side}_simulation"] = (shape, _INT, extrema.NO_SIMULATION)
     if sa.threshold_exceedance:
         k = len(sa.threshold_values)
-        layout["thresholds"] = ((k,), _FLOAT, 0.0)
+        layout["thresholds"] = ((k,), _FLOAT, sa.threshold_values)
         layout["threshold_exceedance"] = ((k, *shape), _INT, 0)
     return layout
 

@@ -1,8 +1,9 @@
 """Minimum and maximum with the id of the simulation that reached them.
 
 State: values (float64, NaN before the first sample) and ids (int64, −1 before the first sample).
-Ties go to the smallest simulation id, in the kernel and here, so that results depend neither on
-arrival order nor on how partial states are merged.
+Same rules here as in the kernel (kernels._replaces): a NaN sample beats any number (NaN
+propagates, as in np.min), and ties go to the smallest simulation id, so that results depend
+neither on arrival order nor on how partial states are merged.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ def _merge(
     value_a: np.ndarray, id_a: np.ndarray, value_b: np.ndarray, id_b: np.ndarray,
     better: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    take_b = (id_b != NO_SIMULATION) & (
-        (id_a == NO_SIMULATION)
-        | better(value_b, value_a)
-        | ((value_b == value_a) & (id_b < id_a))
-    )
+    nan_a, nan_b = np.isnan(value_a), np.isnan(value_b)
+    beyond = better(value_b, value_a) | (nan_b & ~nan_a)
+    tie = (value_b == value_a) | (nan_b & nan_a)
+    take_b = (id_b != NO_SIMULATION) & ((id_a == NO_SIMULATION) | beyond | (tie & (id_b < id_a)))
     return np.where(take_b, value_b, value_a), np.where(take_b, id_b, id_a)

@@ -2,14 +2,15 @@
 
 The state arrays are the whole (time, cell) arrays of a field; the kernel touches row `t`, cells
 [start, start + len(x)). A statistic that is not selected gets an empty array, so that one compiled
-kernel serves every selection. Formulas: docs/statistics.md (Welford; Pébay 2008,
-SAND2008-6212, single-sample update; ALGORITHMS.md gives the order).
+kernel serves every selection. Formulas: docs/statistics.md (Welford; Pébay 2008, SAND2008-6212,
+single-sample update).
 
-Speed notes (measured in bench/stats_kernels.py): `error_model="numpy"` drops Python's
-division-by-zero check, which otherwise keeps LLVM from vectorising the loops. The cells are
-walked in blocks; within a block each statistic has its own simple inner loop (which vectorises,
-with the invariant choices made once per block), and the block of `x` is re-read from cache, not
-from memory: every byte of `x` and of the state crosses the memory bus once per update.
+Speed (bench/stats_kernels.py): `error_model="numpy"` drops Python's division-by-zero check, which
+otherwise keeps LLVM from vectorising. The cells go by blocks; within a block, each family
+(extrema, each threshold, moments) has its own tight loop with its choices fixed at compile time,
+so every loop vectorises, and the block of `x` is re-read from cache: every byte of `x` and of
+the state still crosses the memory bus once per update. One loop doing everything per cell was
+half as fast for the full SA set (its conditional stores and runtime flags block vectorisation).
 """
 
 from __future__ import annotations
@@ -43,10 +44,17 @@ def update(
         hi = min(lo + _BLOCK, size)
         xb = x[lo:hi]
         a, b = start + lo, start + hi
-        if track_min:
-            _minimum(xb, simulation_id, minimum[t, a:b], minimum_id[t, a:b])
-        if track_max:
-            _maximum(xb, simulation_id, maximum[t, a:b], maximum_id[t, a:b])
+        # Literal flags per call site, as for the order below: min and max share one loop.
+        if track_min and track_max:
+            lo_v, lo_i = minimum[t, a:b], minimum_id[t, a:b]
+            hi_v, hi_i = maximum[t, a:b], maximum_id[t, a:b]
+            _extrema(xb, simulation_id, True, lo_v, lo_i, True, hi_v, hi_i)
+        elif track_min:
+            lo_v, lo_i = minimum[t, a:b], minimum_id[t, a:b]
+            _extrema(xb, simulation_id, True, lo_v, lo_i, False, lo_v, lo_i)
+        elif track_max:
+            hi_v, hi_i = maximum[t, a:b], maximum_id[t, a:b]
+            _extrema(xb, simulation_id, False, hi_v, hi_i, True, hi_v, hi_i)
         for k in range(thresholds.shape[0]):
             _exceedance(xb, thresholds[k], exceedance[k, t, a:b])
         nb = n[t, a:b]
@@ -90,25 +98,33 @@ def _moments(
         mean[i] += delta_n
 
 
-# Extrema: ties go to the smallest simulation id, so the result depends neither on arrival order
-# nor on how partial states are merged (np.argmin's choice on samples ordered by id). The stores
-# are conditional (masked when vectorised): once the extrema settle, their lines stay clean.
-@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
-def _minimum(x: np.ndarray, sid: int, value: np.ndarray, ids: np.ndarray) -> None:
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy", inline="always")
+def _extrema(
+    x: np.ndarray, sid: int,
+    track_min: bool, min_value: np.ndarray, min_ids: np.ndarray,
+    track_max: bool, max_value: np.ndarray, max_ids: np.ndarray,
+) -> None:
+    """Stores are conditional (masked when vectorised): once the extrema settle, their cache
+    lines stay clean and are never written back."""
     for i in range(x.shape[0]):
-        xi, v, j = np.float64(x[i]), value[i], ids[i]
-        if (j < 0) | (xi < v) | ((xi == v) & (sid < j)):
-            value[i] = xi
-            ids[i] = sid
+        xi = np.float64(x[i])
+        if track_min and _replaces(xi, min_value[i], min_ids[i], sid, True):
+            min_value[i] = xi
+            min_ids[i] = sid
+        if track_max and _replaces(xi, max_value[i], max_ids[i], sid, False):
+            max_value[i] = xi
+            max_ids[i] = sid
 
 
-@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
-def _maximum(x: np.ndarray, sid: int, value: np.ndarray, ids: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        xi, v, j = np.float64(x[i]), value[i], ids[i]
-        if (j < 0) | (xi > v) | ((xi == v) & (sid < j)):
-            value[i] = xi
-            ids[i] = sid
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy", inline="always")
+def _replaces(xi: float, v: float, j: int, sid: int, below: bool) -> bool:
+    """Whether sample xi of simulation sid replaces the extremum v reached by simulation j (-1:
+    none yet). NaN beats any number (it propagates, as in np.min); ties go to the smallest id,
+    so the result depends neither on arrival order nor on merges (extrema.py: same rule)."""
+    x_nan, v_nan = np.isnan(xi), np.isnan(v)
+    beyond = (xi < v) if below else (xi > v)
+    tie = (xi == v) | (x_nan & v_nan)
+    return (j < 0) | beyond | (x_nan & (not v_nan)) | (tie & (sid < j))
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
