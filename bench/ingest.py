@@ -29,13 +29,18 @@ from melissa.launcher.channel import ServerChannel
 from melissa.paths import StudyPaths
 from melissa.protocol import token_from_hex
 
-START_DELAY_S = 1.5
+# Clients start, connect (Melissa: handshake, and the server allocates and touches the statistics
+# state, a one-off cost per study) and then wait for this common instant; a client that is late
+# makes the run invalid rather than silently slower.
+START_DELAY_S = 4.0
 
 MELISSA_CLIENT = """
 import os, time, numpy as np, melissa.client as melissa
 cells, steps, start = int(os.environ["B_CELLS"]), int(os.environ["B_STEPS"]), float(os.environ["B_START"])
 x = np.random.default_rng(int(os.environ["MELISSA_SIMULATION_ID"])).random(cells)
 melissa.init("field", cells)
+if time.time() > start:
+    raise SystemExit("late: raise START_DELAY_S")
 while time.time() < start:
     time.sleep(0.0005)
 for step in range(steps):
@@ -51,6 +56,8 @@ x = np.random.default_rng(0).random(cells)
 sock = zmq.Context().socket(zmq.PUSH)
 sock.connect(os.environ["B_ADDRESS"])
 header = bytes(72)
+if time.time() > start:
+    raise SystemExit("late: raise START_DELAY_S")
 while time.time() < start:
     time.sleep(0.0005)
 for step in range(steps):
@@ -81,7 +88,8 @@ def run_raw(clients: int, cells: int, steps: int) -> float:
             ends += 1
     elapsed = time.time() - start
     for p in procs:
-        p.wait()
+        if p.wait():
+            raise SystemExit("a raw client failed")
     pull.close()
     return elapsed
 
@@ -123,7 +131,8 @@ def run_melissa(clients: int, cells: int, steps: int, workdir: Path) -> tuple[fl
             raise SystemExit(f"server died; see {paths.server_log}")
     elapsed = time.time() - start
     for p in procs:
-        p.wait()
+        if p.wait():
+            raise SystemExit("a Melissa client failed")
     t0 = time.time()
     channel.finish()
     server.wait(timeout=300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,15 @@ class StudyPaths:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    def remove_study(self) -> None:
+        """Delete what a study wrote here (and nothing else a user may keep in the directory)."""
+        for directory in (self.logs, self.statistics, self.plots):
+            shutil.rmtree(directory, ignore_errors=True)
+        for db in self.root.glob(self.state_db.name + "*"):  # with SQLite's -wal and -shm files
+            db.unlink()
+        for path in (self.study_file, self.rendezvous, self.parameters_csv):
+            path.unlink(missing_ok=True)
 
     def make_dirs(self) -> None:
         for d in (self.root, self.logs, self.statistics, self.plots):

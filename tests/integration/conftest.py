@@ -33,7 +33,7 @@ def run_launcher(config: dict[str, Any], workdir: Path, *extra: str, timeout: fl
     path.write_text(json.dumps(config, indent=2))
     proc = subprocess.run(
         [sys.executable, "-m", "melissa.launcher", "-c", str(path), *extra],
-        capture_output=True, text=True, timeout=timeout, cwd=workdir,
+        capture_output=True, text=True, check=False, timeout=timeout, cwd=workdir,
         # A bare PATH: the launcher must put its own interpreter first for "python3 sim.py".
         env={**os.environ, "COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )

@@ -44,8 +44,8 @@ BAD = [
     (with_change("study_options.nb_time_steps", 0),
      "c.json: study_options.nb_time_steps: Input should be greater than 0, got 0"),
     (with_change("study_options.nb_time_steps", "ten"),
-     'c.json: study_options.nb_time_steps: Input should be a valid integer, unable to parse '
-     'string as an integer, got "ten"'),
+     ('c.json: study_options.nb_time_steps: Input should be a valid integer, unable to parse '
+     'string as an integer, got "ten"')),
     (with_change("study_options.field_names", ...),
      "c.json: study_options.field_names: required key is missing"),
     (with_change("study_options.field_names", ["T", "T"]),
@@ -55,8 +55,8 @@ BAD = [
     (with_change("parameters.0.high", -1),
      "c.json: parameters[0]: low (0.0) must be smaller than high (-1.0)"),
     (with_change("parameters.1.distribution", "gauss"),
-     "c.json: parameters[1].distribution: \"gauss\" is not one of 'uniform', 'loguniform', "
-     "'normal'"),
+     ("c.json: parameters[1].distribution: \"gauss\" is not one of 'uniform', 'loguniform', "
+     "'normal'")),
     (with_change("parameters.1.std", -2),
      "c.json: parameters[1].std: Input should be greater than 0, got -2"),
     (with_change("parameters.2.low", 0),
@@ -70,8 +70,8 @@ BAD = [
     (with_change("sa_config", {"mean": False, "variance": False}),
      "c.json: sa_config: no statistic selected: set at least one of mean, variance, ..."),
     (with_change("client_config.executable_command", ""),
-     "c.json: client_config.executable_command: String should have at least 1 character, "
-     'got ""'),
+     ("c.json: client_config.executable_command: String should have at least 1 character, "
+     'got ""')),
     (with_change("launcher_config", {"job_limit": 0}),
      "c.json: launcher_config.job_limit: Input should be greater than or equal to 1, got 0"),
     (with_change("launcher_config", {"scheduler": "pbs"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import numpy as np
@@ -81,7 +82,7 @@ def _mutate(offset: int, fmt: str, value: object) -> bytes:
         (GOLDEN_DATA[:-1], "header frame has 71 bytes, expected 72"),
         (GOLDEN_DATA + b"\0", "header frame has 73 bytes, expected 72"),
         (_mutate(0, "<4s", b"HTTP"), "bad magic b'HTTP'"),
-        (_mutate(4, "<H", 2), "protocol version 2, this server speaks 1"),
+        (_mutate(4, "<H", 2), "protocol version 2, expected 1"),
         (_mutate(6, "<H", 99), "unknown message kind 99"),
         (_mutate(8, "<16s", b"x" * 16), "wrong study token"),
         (_mutate(24, "<q", -1), "negative simulation id -1"),
@@ -122,7 +123,7 @@ def test_dtypes() -> None:
 def test_partition_covers_once(size: int, ranks: int) -> None:
     ranges = cell_ranges(size, ranks)
     assert ranges[0][0] == 0 and ranges[-1][1] == size
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     sizes = [b - a for a, b in ranges]
     assert max(sizes) - min(sizes) <= 1
 

@@ -78,7 +78,6 @@ def send(field: str, data: Any) -> None:
 
 def finalize() -> None:
     """Flush, and tell the server this simulation sent everything (waits for its acknowledgement)."""
-    global _session
     if _session is None:
         raise ClientError("finalize() before init()")
     _session.finalize()

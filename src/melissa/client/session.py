@@ -253,8 +253,14 @@ class Session:
                 ) from None
             if tracker is not None:
                 trackers.append(tracker)
-        for tracker in trackers:
-            tracker.wait(self.env.timeout_s)
+        try:
+            for tracker in trackers:
+                tracker.wait(self.env.timeout_s)
+        except zmq.NotDone:
+            raise ClientError(
+                f"send({name!r}): the Melissa server took no data for {self.env.timeout_s:g} s "
+                "(MELISSA_TIMEOUT); is the study still running?"
+            ) from None
         fld.steps_sent += 1
 
     def finalize(self) -> None:
@@ -288,7 +294,7 @@ class Session:
 def _as_payload(name: str, data: Any, local_size: int) -> np.ndarray:
     if not isinstance(data, np.ndarray):
         raise ClientError(f"send({name!r}): expected a NumPy array, got {type(data).__name__}")
-    if data.dtype not in (np.float64, np.float32):
+    if data.dtype.kind != "f" or data.dtype.itemsize not in (4, 8):
         raise ClientError(
             f"send({name!r}): dtype {data.dtype} not supported; send float64 or float32"
         )
@@ -296,5 +302,5 @@ def _as_payload(name: str, data: Any, local_size: int) -> np.ndarray:
         raise ClientError(
             f"send({name!r}): array has {data.size} values, init declared local_size={local_size}"
         )
-    # The wire is little-endian; a C-contiguous flat view costs nothing for the usual array.
+    # The wire is little-endian; for the usual native, C-contiguous array this is a view.
     return np.ascontiguousarray(data.reshape(-1), dtype=data.dtype.newbyteorder("<"))

@@ -84,10 +84,13 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
             msg = "unknown key (see melissa-launcher --print-options)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "union_tag_not_found":
+            where += ".distribution"
+            msg = "required key is missing (uniform, loguniform or normal)"
         elif err["type"] == "union_tag_invalid":
             where += ".distribution"
             msg = f"{json.dumps(err['input'].get('distribution'))} is not one of {err['ctx']['expected_tags']}"
-        elif "input" in err and not isinstance(err["input"], (dict, list)):
+        elif "input" in err and not isinstance(err["input"], (dict, list)) and "got" not in msg:
             msg = f"{msg}, got {json.dumps(err['input'], default=str)}"
         lines.append(f"{source}: {where}: {msg}")
     return "\n".join(lines)

@@ -46,7 +46,7 @@ class StudyOptions(Section):
 
 class UniformParameter(Section):
     name: str = Field(pattern=_NAME, description="Parameter name (a column of parameters.csv).")
-    distribution: Literal["uniform"]
+    distribution: Literal["uniform"] = Field(description="Uniform on [low, high].")
     low: float = Field(description="Lower bound.")
     high: float = Field(description="Upper bound (> low).")
 
@@ -58,7 +58,9 @@ class UniformParameter(Section):
 
 
 class LogUniformParameter(UniformParameter):
-    distribution: Literal["loguniform"]  # type: ignore[assignment]
+    distribution: Literal["loguniform"] = Field(  # type: ignore[assignment]
+        description="Log-uniform on [low, high] (uniform in log space; 0 < low)."
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> LogUniformParameter:
@@ -69,7 +71,7 @@ class LogUniformParameter(UniformParameter):
 
 class NormalParameter(Section):
     name: str = Field(pattern=_NAME, description="Parameter name (a column of parameters.csv).")
-    distribution: Literal["normal"]
+    distribution: Literal["normal"] = Field(description="Normal with mean and std.")
     mean: float = Field(description="Mean of the normal distribution.")
     std: float = Field(gt=0, description="Standard deviation (> 0).")
 

@@ -50,30 +50,23 @@ def _default(field: FieldInfo) -> str:
 
 
 def option_lines(model: type[BaseModel] = StudyConfig, prefix: str = "") -> Iterator[str]:
+    indent = "  " if prefix else ""
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         models = _models_in(field.annotation)
-        if models:
-            title = f"{path}[]" if typing.get_origin(field.annotation) is list else path
-            yield f"{title}  ({_default(field) if field.default_factory is None else 'section'})"
-            for sub in models:
-                tag = ""
-                if "distribution" in sub.model_fields and title.endswith("[]"):
-                    literal = sub.model_fields["distribution"].annotation
-                    tag = f"  with distribution = {_type_name(literal)}"
-                    yield f"  {title}{tag}"
-                yield from option_lines(sub, f"{title}.")
+        if not models:
+            yield (f"{indent}{path}: {_type_name(field.annotation)} = {_default(field)}"
+                   f"  -- {field.description or ''}")
             continue
-        if name == "distribution":
-            continue
-        desc = field.description or ""
-        indent = "  " if prefix else ""
-        yield f"{indent}{path}: {_type_name(field.annotation)} = {_default(field)}  -- {desc}"
+        if typing.get_origin(field.annotation) is list:
+            yield f"{path}[]  (list, {_default(field)}; one entry per {name[:-1]}, by type:)"
+            for variant in models:
+                yield from option_lines(variant, f"{path}[].")
+        else:
+            yield f"{path}  (section, {'required' if field.is_required() else 'optional'})"
+            yield from option_lines(models[0], f"{path}.")
 
 
 def print_options() -> None:
-    seen: set[str] = set()
     for line in option_lines():
-        if line not in seen:  # the parameter variants share their common keys
-            print(line)
-            seen.add(line)
+        print(line)

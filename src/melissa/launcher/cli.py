@@ -41,17 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_options:
         print_options()
         return 0
-    console = Console(stderr=False)
     if not args.config:
-        console.print("melissa-launcher: error: give the study's config with -c config.json "
-                      "(see --print-options for its keys)")
+        _error("give the study's config with -c config.json (see --print-options for its keys)")
         return 2
     try:
         loaded = load_config(args.config)
     except MelissaError as exc:
-        console.print(f"melissa-launcher: error: {exc}", markup=False, highlight=False)
+        _error(str(exc))
         return 2
-    return run_study(loaded, console, overwrite=args.overwrite)
+    # Log records go to logs/launcher.log only (added once the output directory exists).
+    logging.getLogger("melissa").addHandler(logging.NullHandler())
+    return run_study(loaded, Console(), overwrite=args.overwrite)
+
+
+def _error(message: str) -> None:
+    print(f"melissa-launcher: error: {message}", file=sys.stderr)
 
 
 def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
@@ -61,10 +65,10 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
     scheduler = LocalScheduler()
     study: Study | None = None
     try:
+        study = Study(loaded, scheduler)
+        study.prepare(overwrite)
         with StudyDisplay(console) as display:
-            study = Study(loaded, scheduler, display)
-            study.prepare(overwrite)
-            outcome = study.run()
+            outcome = study.run(display)
         plots = []
         steps = loaded.config.sa_config.plot_time_steps
         if steps != []:
@@ -79,11 +83,11 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
             raise StudyError("no simulation completed: see the failed simulations above")
         return 0
     except KeyboardInterrupt:
-        console.print("melissa-launcher: interrupted; cancelling every job")
+        _error("interrupted; cancelling every job")
         return 130
     except MelissaError as exc:
         log.error("%s", exc)
-        console.print(f"melissa-launcher: error: {exc}", markup=False, highlight=False)
+        _error(str(exc))
         return 1
     finally:
         if study is not None:

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typing_extensions import Self
 
 from melissa.launcher.state import SimulationRecord, SimulationStatus
 
@@ -27,7 +28,7 @@ class StudyDisplay:
         )
         self.task = self.progress.add_task("study", total=None, detail="starting the server")
 
-    def __enter__(self) -> StudyDisplay:
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 
@@ -48,7 +49,7 @@ class StudyDisplay:
 
 
 def _rate_mb_s(server: Mapping[str, Any]) -> float:
-    elapsed = float(server.get("elapsed_s", 0.0) or 0.0)
+    elapsed = float(server.get("ingest_s", 0.0) or 0.0)
     return float(server.get("bytes", 0)) / elapsed / 1e6 if elapsed > 0 else 0.0
 
 

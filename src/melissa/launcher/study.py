@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ log = logging.getLogger("melissa.launcher")
 
 # A client that exited 0 is given this long for the server's completion event to arrive.
 _COMPLETION_GRACE_S = 5.0
+_REPORT_PERIOD_S = 5.0
 
 
 @dataclass
@@ -51,14 +51,11 @@ class StudyOutcome:
 
 
 class Study:
-    def __init__(
-        self, loaded: LoadedConfig, scheduler: Scheduler, display: StudyDisplay
-    ) -> None:
+    def __init__(self, loaded: LoadedConfig, scheduler: Scheduler) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.paths = StudyPaths(loaded.output_dir)
         self.scheduler = scheduler
-        self.display = display
         self.store: StateStore | None = None
         self.token_hex = secrets.token_hex(16)
         self.server_job: str | None = None
@@ -75,7 +72,7 @@ class Study:
                     f"output_dir {root} already holds a study (study.db): pass --overwrite to "
                     "replace it, or set another output_dir"
                 )
-            shutil.rmtree(root)
+            self.paths.remove_study()
         elif root.exists() and any(root.iterdir()):
             raise StudyError(
                 f"output_dir {root} exists and is not empty: choose another output_dir"
@@ -241,18 +238,22 @@ class Study:
                 )
 
     # -- main loop -----------------------------------------------------------------------------
-    def run(self) -> StudyOutcome:
+    def run(self, display: StudyDisplay) -> StudyOutcome:
         assert self.store is not None
         self.start_server()
         interval = self.config.launcher_config.poll_interval
         total = self.config.study_options.parameter_sweep_size
+        next_report = time.monotonic() + _REPORT_PERIOD_S
         while True:
             self.submit_pending()
             self.handle_events(interval)
             self.poll_jobs()
             self._check_server_alive()
             counts = self.store.counts()
-            self.display.update(counts, self.server_status, total)
+            display.update(counts, self.server_status, total)
+            if time.monotonic() > next_report:
+                self.write_report()  # a user can follow the study in parameters.csv
+                next_report = time.monotonic() + _REPORT_PERIOD_S
             if counts[SimulationStatus.PENDING] == 0 and not self.running:
                 break
         return self.finish()
@@ -270,6 +271,8 @@ class Study:
                 if event.get("event") == "results_written":
                     results = [Path(f) for f in event.get("files", [])]
                     written = True
+                elif event.get("event") == "status":
+                    self.server_status = event
             if not written:
                 self._check_server_alive()
         self._wait_server_exit(deadline)

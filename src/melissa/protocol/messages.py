@@ -126,8 +126,8 @@ def decode_header(frame: bytes | memoryview, token: bytes) -> Header:
         raise ProtocolError(f"bad magic {magic!r}: not a Melissa message")
     if version != VERSION:
         raise ProtocolError(
-            f"protocol version {version}, this server speaks {VERSION}: "
-            "rebuild the client against the same Melissa release as the server"
+            f"protocol version {version}, expected {VERSION}: clients, server and launcher "
+            "must come from the same Melissa release"
         )
     if not hmac.compare_digest(msg_token, token):
         raise ProtocolError("wrong study token")

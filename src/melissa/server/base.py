@@ -66,7 +66,7 @@ class BadMessageLog:
 class Throughput:
     messages: int = 0
     bytes: int = 0
-    started: float = 0.0
+    first_data: float | None = None  # monotonic time of the first accepted chunk
 
 
 class Server:
@@ -135,8 +135,7 @@ class Server:
             self.bind()
         self.write_rendezvous()
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
-        self.stats.started = time.monotonic()
-        next_status = self.stats.started + _STATUS_PERIOD_S
+        next_status = time.monotonic() + _STATUS_PERIOD_S
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         while not self._finish_requested:
@@ -153,6 +152,7 @@ class Server:
             if now >= next_status:
                 self.emit_status(now)
                 next_status = now + _STATUS_PERIOD_S
+        self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
         self.emit({"event": "results_written", "files": [str(f) for f in files]})
         self.close()
@@ -256,6 +256,8 @@ class Server:
         info = self.registry.fields[header.field_id]
         data = np.frombuffer(payload.buffer, dtype=dtype)
         self.on_data(info, header.simulation_id, header.time_step, header.offset - info.start, data)
+        if self.stats.first_data is None:
+            self.stats.first_data = time.monotonic()
         self.stats.messages += 1
         self.stats.bytes += nbytes + HEADER_SIZE
 
@@ -281,14 +283,14 @@ class Server:
         )
 
     def emit_status(self, now: float) -> None:
-        elapsed = max(now - self.stats.started, 1e-9)
+        first = self.stats.first_data
         self.emit({
             "event": "status",
             "messages": self.stats.messages,
             "bytes": self.stats.bytes,
             "bad_messages": self.bad.total,
-            "elapsed_s": elapsed,
+            "ingest_s": 0.0 if first is None else now - first,  # since the first data
             "simulations_complete": len(self.registry.completed),
-            "progress": {s.simulation_id: s.steps_received
+            "chunks_received": {s.simulation_id: s.chunks_received
                          for s in self.registry.simulations.values() if not s.complete},
         })

@@ -46,7 +46,7 @@ class SimulationProgress:
     fields: dict[int, _FieldProgress] = field(default_factory=dict)
     ended: set[int] = field(default_factory=set)
     complete: bool = False
-    steps_received: int = 0
+    chunks_received: int = 0
 
 
 class Registry:
@@ -161,7 +161,7 @@ class Registry:
         if progress.received[time_step, client_rank]:
             return False
         progress.received[time_step, client_rank] = True
-        sim.steps_received += 1
+        sim.chunks_received += 1
         return True
 
     def expected_piece(self, info: FieldInfo, offset: int, count: int) -> Piece | None:

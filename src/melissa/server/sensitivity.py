@@ -12,7 +12,7 @@ from melissa import __version__
 from melissa.server.base import Server
 from melissa.server.output import write_field_results
 from melissa.server.registry import FieldInfo
-from melissa.server.stats import FieldStatistics
+from melissa.server.stats import FieldStatistics, compile_kernels
 
 log = logging.getLogger("melissa.server")
 
@@ -21,6 +21,7 @@ class SensitivityServer(Server):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.statistics: dict[int, FieldStatistics] = {}
+        compile_kernels(self.config.sa_config)  # before clients can connect
 
     def on_field(self, info: FieldInfo) -> None:
         stats = FieldStatistics(
