@@ -28,6 +28,8 @@ class JobSpec:
     env: dict[str, str]  # the job's full environment (argv[0] is looked up in its PATH)
     cwd: Path
     log_path: Path  # the job's stdout and stderr, appended
+    ranks: int = 1  # MPI processes; with ranks > 1 the scheduler starts argv through MPI
+    scheduler_args: tuple[str, ...] = ()  # launcher_config.scheduler_arg_client / _server
 
 
 @dataclass(frozen=True)
