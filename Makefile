@@ -4,15 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install clib demo test bench online-vs-offline lint clean
 
-install: $(STAMP)
+install: $(STAMP) clib
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,dev]"
+	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl]"
 	touch $(STAMP)
+
+# libmelissa (C and Fortran clients) into the venv: include/melissa, lib/melissa, lib/pkgconfig,
+# lib/cmake/melissa (docs/c-fortran.md). Skipped with a note without a compiler and libzmq.
+clib: $(STAMP)
+	$(MAKE) --no-print-directory -C src/melissa/client/c install PREFIX=$(abspath $(VENV)) BUILD=$(abspath $(VENV))/build/libmelissa
 
 demo: install
 	$(VENV)/bin/melissa-launcher -c examples/heat_equation/config_sa.json --overwrite
@@ -23,10 +28,16 @@ test: install
 bench: install
 	$(PY) bench/stats_kernels.py
 	$(PY) bench/ingest.py
+	$(PY) bench/dl_throughput.py
+
+# The heat-equation surrogate trained online (Melissa) and offline (files), in one table.
+online-vs-offline: install
+	$(PY) examples/heat_equation/online_vs_offline.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy src/melissa
 
 clean:
-	rm -rf $(VENV) examples/heat_equation/output_sa .pytest_cache
+	rm -rf $(VENV) examples/heat_equation/output_sa examples/heat_equation/output_dl \
+		examples/lorenz/output_dl .pytest_cache

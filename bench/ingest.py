@@ -7,8 +7,9 @@ common wall-clock instant; the time runs from that instant until the receiver ha
 and folded into the statistics). The output phase (NetCDF writing) is timed separately.
 
     .venv/bin/python bench/ingest.py [--clients 2] [--cells 524288] [--steps 25] [--repeats 3]
+                                     [--server-ranks 1 2]
 
-The last line printed is one JSON object with the figures and the ratio (target >= 0.5).
+The last line printed is one JSON object with the figures and the ratios (target >= 0.5).
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def run_raw(clients: int, cells: int, steps: int) -> float:
     return elapsed
 
 
-def run_melissa(clients: int, cells: int, steps: int, workdir: Path) -> tuple[float, float]:
+def run_melissa(
+    clients: int, cells: int, steps: int, workdir: Path, server_ranks: int = 1
+) -> tuple[float, float]:
     paths = StudyPaths(workdir / f"study_{secrets.token_hex(4)}")
     paths.make_dirs()
     study = {
@@ -104,13 +107,16 @@ def run_melissa(clients: int, cells: int, steps: int, workdir: Path) -> tuple[fl
         "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
         "sa_config": {"mean": True, "variance": True, "skewness": True, "kurtosis": True},
         "client_config": {"executable_command": "unused"},
+        "server_config": {"ranks": server_ranks},
     }
     paths.study_file.write_text(json.dumps(study))
     token = secrets.token_hex(16)
     env = client_env(MELISSA_STUDY_TOKEN=token)
     with open(paths.server_log, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "melissa.server", str(paths.root)],
-                                  env=env, stderr=log)
+        mpi = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(server_ranks)]
+        server = subprocess.Popen(
+            [*(mpi if server_ranks > 1 else []), sys.executable, "-m", "melissa.server",
+             str(paths.root)], env=env, stderr=log)
     while not paths.rendezvous.exists():
         time.sleep(0.02)
     address = json.loads(paths.rendezvous.read_text())["address"]
@@ -147,27 +153,37 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=512 * 1024)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--server-ranks", type=int, nargs="+", default=[1, 2],
+                        help="server sizes to measure (M > 1 runs under the venv's mpiexec)")
     args = parser.parse_args()
     total_bytes = args.clients * args.cells * args.steps * 8
-    raw_times, melissa_times, output_times = [], [], []
+    raw_times: list[float] = []
+    melissa_times: dict[int, list[float]] = {m: [] for m in args.server_ranks}
+    output_times: dict[int, list[float]] = {m: [] for m in args.server_ranks}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
+        for _ in range(args.repeats):  # interleaved, so that load changes hit every variant
             raw_times.append(run_raw(args.clients, args.cells, args.steps))
-            elapsed, output_s = run_melissa(args.clients, args.cells, args.steps, Path(tmp))
-            melissa_times.append(elapsed)
-            output_times.append(output_s)
+            for m in args.server_ranks:
+                elapsed, output_s = run_melissa(
+                    args.clients, args.cells, args.steps, Path(tmp), server_ranks=m)
+                melissa_times[m].append(elapsed)
+                output_times[m].append(output_s)
     raw = total_bytes / min(raw_times) / 1e9
-    mel = total_bytes / min(melissa_times) / 1e9
     print(f"{args.clients} clients x {args.steps} steps x {args.cells} float64 cells "
-          f"= {total_bytes / 1e6:.0f} MB per run, best of {args.repeats}")
-    print(f"  raw pyzmq PUSH/PULL        {raw:6.2f} GB/s")
-    print(f"  melissa server (4 moments) {mel:6.2f} GB/s   ratio {mel / raw:.2f}")
-    print(f"  output phase (NetCDF)      {min(output_times):6.2f} s")
-    print(json.dumps({
+          f"= {total_bytes / 1e6:.0f} MB per run, best of {args.repeats}, {os.cpu_count()} cores")
+    print(f"  raw pyzmq PUSH/PULL                {raw:6.2f} GB/s")
+    figures: dict[str, object] = {
         "bench": "ingest", "clients": args.clients, "cells": args.cells, "steps": args.steps,
-        "bytes": total_bytes, "raw_gbps": round(raw, 3), "melissa_gbps": round(mel, 3),
-        "ratio": round(mel / raw, 3), "output_s": round(min(output_times), 3),
-    }))
+        "bytes": total_bytes, "raw_gbps": round(raw, 3),
+    }
+    for m in args.server_ranks:
+        mel = total_bytes / min(melissa_times[m]) / 1e9
+        print(f"  melissa, {m} server rank(s), 4 moments {mel:6.2f} GB/s   ratio {mel / raw:.2f}"
+              f"   output phase {min(output_times[m]):.2f} s")
+        figures[f"melissa_m{m}_gbps"] = round(mel, 3)
+        figures[f"ratio_m{m}"] = round(mel / raw, 3)
+        figures[f"output_m{m}_s"] = round(min(output_times[m]), 3)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

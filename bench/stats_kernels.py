@@ -2,14 +2,20 @@
 
 Throughput is bytes of incoming field data (x) processed per second. Rows:
 - acc += x: NumPy in-place add on arrays of the same size (the memory-bandwidth baseline);
-- stream floor: a Numba loop that reads and writes the same arrays as the four-moment update but
-  does no arithmetic beyond adds, i.e. the best a memory-bound moment update can do here;
+- stream floor: a Numba loop that reads and writes the same arrays as the four-moment update
+  (μ, M2, M3, M4; the counts are per segment of cells, not per cell) but does no arithmetic
+  beyond adds, i.e. the best a memory-bound moment update can do here;
 - moments: FieldStatistics.update with mean, variance, skewness, kurtosis;
 - SA set: the same plus min, max (with simulation ids) and 2 thresholds.
-Each method runs in interleaved rounds after a warm-up (JIT compiled); the median call is kept.
-The last line printed is one JSON object with the figures and the ratios to `acc += x`.
+The "bytes/cell" column is the memory traffic per cell and update (reads + writes; the extrema
+are read but rarely written once settled). Each method runs in interleaved rounds after a
+warm-up (JIT compiled); the median call is kept. The run is made at --cells (default 2M: the
+arrays of `acc += x`, 32 MB, still partly fit a 32 MiB L3, which favours the baseline) and again
+at --large-cells (default 16M, 0 to skip: every array far beyond the caches).
+The last line printed is one JSON object with the figures and the ratios to `acc += x`; the
+keys ending in "_large" are the --large-cells run.
 
-Run: .venv/bin/python bench/stats_kernels.py [--cells N] [--rounds R]
+Run: .venv/bin/python bench/stats_kernels.py [--cells N] [--large-cells N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -34,12 +40,21 @@ SA_SET = SAConfig(
 )
 
 
+# Memory traffic per cell and update, in bytes: x is read (8); acc, μ, M2, M3, M4 and the
+# exceedance counts are read and written (16 each); min, max and their ids are read (32).
+BYTES_PER_CELL = {
+    "acc += x": 8 + 16,
+    "stream floor": 8 + 4 * 16,
+    "moments": 8 + 4 * 16,
+    "SA set": 8 + 4 * 16 + 4 * 8 + 2 * 16,
+}
+
+
 @njit(cache=True, error_model="numpy")
 def _stream_floor(
-    x: np.ndarray, n: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
+    x: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
 ) -> None:
     for i in range(x.shape[0]):
-        n[i] += 1
         a[i] += x[i]
         b[i] += x[i]
         c[i] += x[i]
@@ -48,7 +63,7 @@ def _stream_floor(
 
 def _methods(cells: int) -> dict[str, Callable[[np.ndarray, int], object]]:
     acc = np.zeros(cells)
-    floor_state = [np.zeros(cells, np.int64)] + [np.zeros(cells) for _ in range(4)]
+    floor_state = [np.zeros(cells) for _ in range(4)]
     moments = FieldStatistics(1, cells, MOMENTS)
     sa_set = FieldStatistics(1, cells, SA_SET)
     return {
@@ -80,35 +95,59 @@ def run(cells: int, rounds: int, calls: int) -> dict[str, list[float]]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=2_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=6, help="timed calls per method per round")
-    args = parser.parse_args()
-    times = run(args.cells, args.rounds, args.calls)
-    nbytes = args.cells * 8
+def figures(cells: int, rounds: int, calls: int) -> dict[str, dict[str, float]]:
+    """Median and best GB/s of x per method, and the median's ratio to `acc += x`."""
+    times = run(cells, rounds, calls)
+    nbytes = cells * 8
     gbps = {name: nbytes / statistics.median(t) / 1e9 for name, t in times.items()}
     best = {name: nbytes / min(t) / 1e9 for name, t in times.items()}
     base = gbps["acc += x"]
-    print(f"{args.cells:,} float64 cells per update, {len(times['acc += x'])} calls per method, "
+    print(f"{cells:,} float64 cells per update, {len(times['acc += x'])} calls per method, "
           f"CPU {get_host_cpu_name()}, one thread")
-    print(f"{'method':<14}{'median GB/s':>13}{'best GB/s':>11}{'ratio':>8}")
+    print(f"{'method':<14}{'bytes/cell':>11}{'median GB/s':>13}{'best GB/s':>11}{'ratio':>8}")
     for name in times:
-        print(f"{name:<14}{gbps[name]:>13.2f}{best[name]:>11.2f}{gbps[name] / base:>8.3f}")
-    print(json.dumps({
+        print(f"{name:<14}{BYTES_PER_CELL[name]:>11}{gbps[name]:>13.2f}{best[name]:>11.2f}"
+              f"{gbps[name] / base:>8.3f}")
+    return {"gbps": gbps, "ratio": {name: g / base for name, g in gbps.items()}}
+
+
+def _summary(f: dict[str, dict[str, float]], suffix: str) -> dict[str, float]:
+    gbps, ratio = f["gbps"], f["ratio"]
+    return {
+        f"acc_add_gbps{suffix}": round(gbps["acc += x"], 3),
+        f"stream_floor_gbps{suffix}": round(gbps["stream floor"], 3),
+        f"moments_gbps{suffix}": round(gbps["moments"], 3),
+        f"sa_set_gbps{suffix}": round(gbps["SA set"], 3),
+        f"moments_ratio{suffix}": round(ratio["moments"], 3),
+        f"sa_set_ratio{suffix}": round(ratio["SA set"], 3),
+        f"moments_vs_stream_floor{suffix}": round(gbps["moments"] / gbps["stream floor"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=2_000_000)
+    parser.add_argument("--large-cells", type=int, default=16_000_000,
+                        help="cells of the second run (0: skip it)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=6, help="timed calls per method per round")
+    args = parser.parse_args()
+    result = {
         "bench": "stats_kernels",
         "cells": args.cells,
         "cpu": get_host_cpu_name(),
         "statistic": "median",
-        "acc_add_gbps": round(base, 3),
-        "stream_floor_gbps": round(gbps["stream floor"], 3),
-        "moments_gbps": round(gbps["moments"], 3),
-        "sa_set_gbps": round(gbps["SA set"], 3),
-        "moments_ratio": round(gbps["moments"] / base, 3),
-        "sa_set_ratio": round(gbps["SA set"] / base, 3),
-        "moments_vs_stream_floor": round(gbps["moments"] / gbps["stream floor"], 3),
-    }))
+        **_summary(figures(args.cells, args.rounds, args.calls), ""),
+    }
+    if args.large_cells:
+        print()
+        result["cells_large"] = args.large_cells
+        result.update(_summary(figures(args.large_cells, args.rounds, args.calls), "_large"))
+    result["bytes_per_cell"] = {
+        "acc_add": BYTES_PER_CELL["acc += x"], "moments": BYTES_PER_CELL["moments"],
+        "sa_set": BYTES_PER_CELL["SA set"],
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -21,5 +21,10 @@ class SubmissionError(MelissaError):
     """A scheduler refused or failed to run a job."""
 
 
+class SchedulerError(MelissaError):
+    """A scheduler command (sbatch, squeue, oarstat, ...) failed after its retries, or answered
+    something Melissa cannot read."""
+
+
 class StudyError(MelissaError):
     """The study as a whole failed (server died, nothing completed, ...)."""

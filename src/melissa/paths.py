@@ -31,6 +31,17 @@ class StudyPaths:
         return self.root / "parameters.csv"
 
     @property
+    def launcher_info(self) -> Path:
+        """Written by the launcher while it runs: {"address": "http://host:port", "pid": ...},
+        where melissa-monitor finds the status API (the token is in study.db)."""
+        return self.root / "launcher.json"
+
+    @property
+    def jobs(self) -> Path:
+        """Batch scripts of the Slurm and OAR jobs (<job name>.sh)."""
+        return self.root / "jobs"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -56,13 +67,34 @@ class StudyPaths:
     def plots(self) -> Path:
         return self.root / "plots"
 
+    @property
+    def checkpoints(self) -> Path:
+        """Deep learning: the latest checkpoint of model, optimizer and counters."""
+        return self.root / "checkpoints"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """Deep learning: TensorBoard event files (tensorboard --logdir this)."""
+        return self.root / "tensorboard"
+
+    @property
+    def training_metrics(self) -> Path:
+        """Deep learning: one CSV row per nb_batches_update batches."""
+        return self.root / "metrics.csv"
+
     def remove_study(self) -> None:
         """Delete what a study wrote here (and nothing else a user may keep in the directory)."""
-        for directory in (self.logs, self.statistics, self.plots):
+        for directory in (self.logs, self.statistics, self.plots, self.jobs, self.checkpoints,
+                          self.tensorboard):
             shutil.rmtree(directory, ignore_errors=True)
         for db in self.root.glob(self.state_db.name + "*"):  # with SQLite's -wal and -shm files
             db.unlink()
-        for path in (self.study_file, self.rendezvous, self.parameters_csv):
+        for path in (self.study_file, self.rendezvous, self.parameters_csv, self.launcher_info,
+                     self.training_metrics):
             path.unlink(missing_ok=True)
 
     def make_dirs(self) -> None:

@@ -75,7 +75,21 @@ BAD = [
     (with_change("launcher_config", {"job_limit": 0}),
      "c.json: launcher_config.job_limit: Input should be greater than or equal to 1, got 0"),
     (with_change("launcher_config", {"scheduler": "pbs"}),
-     "c.json: launcher_config.scheduler: Input should be 'local', got \"pbs\""),
+     "c.json: launcher_config.scheduler: Input should be 'local', 'openmpi', 'slurm' or 'oar', got \"pbs\""),
+    (with_change("launcher_config", {"scheduler_arg_client": "--time=10"}),
+     'c.json: launcher_config.scheduler_arg_client: Input should be a valid list, got "--time=10"'),
+    (with_change("launcher_config", {"scheduler_arg_server": ["--time=10", ""]}),
+     ('c.json: launcher_config.scheduler_arg_server[1]: String should have at least 1 character, '
+      'got ""')),
+    (with_change("launcher_config", {"scheduler_arg_client": ["--comment=a\nb"]}),
+     ("c.json: launcher_config.scheduler_arg_client[0]: a scheduler argument is one line, "
+      "got '--comment=a\\nb'")),
+    (with_change("launcher_config", {"mpi_launcher_args": [3]}),
+     "c.json: launcher_config.mpi_launcher_args[0]: Input should be a valid string, got 3"),
+    (with_change("launcher_config", {"http_port": 70000}),
+     "c.json: launcher_config.http_port: Input should be less than or equal to 65535, got 70000"),
+    (with_change("launcher_config", {"http_bind": ""}),
+     'c.json: launcher_config.http_bind: String should have at least 1 character, got ""'),
 ]
 
 
@@ -105,6 +119,9 @@ def test_comments_and_defaults(tmp_path: Path) -> None:
     assert loaded.config.client_config.executable_command == "python3 sim.py // x"
     assert loaded.output_dir == (tmp_path / "out").resolve()
     assert loaded.config.launcher_config.job_limit == 4
+    launcher = loaded.config.launcher_config
+    assert (launcher.scheduler, launcher.scheduler_arg_client, launcher.http_port,
+            launcher.http_bind) == ("local", [], 0, "127.0.0.1")
     assert loaded.config.sa_config.moment_order == 2
 
 
@@ -132,5 +149,8 @@ def test_unreadable_files_give_one_line(tmp_path: Path, content: str | None, mes
 def test_print_options_lists_every_key() -> None:
     text = "\n".join(option_lines())
     for key in ("study_options.nb_time_steps", "parameters[].low", "parameters[].std",
-                "sa_config.threshold_values", "launcher_config.job_limit", "output_dir"):
+                "sa_config.threshold_values", "launcher_config.job_limit", "output_dir",
+                "launcher_config.scheduler_arg_client", "launcher_config.scheduler_arg_server",
+                "launcher_config.mpi_launcher_args", "launcher_config.http_port",
+                "launcher_config.http_bind"):
         assert key in text

@@ -106,6 +106,8 @@ def test_json_payloads() -> None:
     assert decode_json(b'{"a": 1}', "HELLO") == {"a": 1}
     with pytest.raises(ProtocolError, match="HELLO payload is not JSON"):
         decode_json(b"\xff{", "HELLO")
+    with pytest.raises(ProtocolError, match="nests too deeply"):
+        decode_json(b"[" * 100_000, "HELLO")
     with pytest.raises(ProtocolError, match="must be a JSON object"):
         decode_json(b"[1]", "HELLO")
     with pytest.raises(ProtocolError, match="exceeds"):

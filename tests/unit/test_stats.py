@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from dataclasses import dataclass
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import melissa.server.stats as stats_module
 from melissa.config.models import SAConfig
-from melissa.server.stats import FieldStatistics
+from melissa.server.stats import FieldStatistics, kernels
 
 RTOL = 1e-10
 THRESHOLDS = [-0.5, 0.25, 1.0]
@@ -127,14 +129,18 @@ def test_results_hold_exactly_the_selection() -> None:
     }
     variance_only = FieldStatistics(2, 3, SELECTIONS["variance"])
     assert set(variance_only.results()) == {"count", "variance"}
-    assert set(variance_only.state_dict()) == {"count", "mean", "m2"}  # no M3/M4 allocated
-    assert variance_only.nbytes == 3 * 2 * 3 * 8
+    assert set(variance_only.state_dict()) == {  # no M3/M4, and no per-cell count array
+        "shape", "count_offsets", "count_starts", "count_values", "mean", "m2"
+    }
+    # μ and M2 per cell and step; the counts: shape, 3 offsets, one segment (start, count) per step
+    assert variance_only.nbytes == 2 * 2 * 3 * 8 + (2 + 3 + 2 * 2) * 8
+    assert variance_only.nbytes == sum(a.nbytes for a in variance_only.state_dict().values())
 
 
 def test_chunks_longer_than_a_kernel_block() -> None:
     """Cells beyond the kernel's block size, from an unaligned start, against axis-wise NumPy."""
     rng = np.random.default_rng(2)
-    cells, start = 40_000, 7
+    cells, start = 2 * kernels._BLOCK + 40_000, 7
     x = rng.normal(1.0, 2.0, (5, cells - start))
     stats = FieldStatistics(1, cells, ALL)
     for sim, row in enumerate(x):
@@ -323,3 +329,271 @@ def test_read_only_input_and_numpy_integers_are_accepted() -> None:
     stats.update(np.int32(0), np.int64(2), frame[::-1].copy(), np.uint16(1))  # type: ignore[arg-type]
     np.testing.assert_array_equal(frame, np.arange(4.0))
     np.testing.assert_array_equal(stats.results()["mean"][0, 2:], 1.5)
+
+
+# Piecewise-constant counts (counts.py): the kernel takes one count per segment of cells.
+
+
+def segments(stats: FieldStatistics) -> list[list[tuple[int, int]]]:
+    """Per time step, the (start, count) segments, read from state_dict(); checks they are
+    canonical: from cell 0, strictly increasing starts, adjacent counts different."""
+    state = stats.state_dict()
+    offsets, starts, values = state["count_offsets"], state["count_starts"], state["count_values"]
+    nb_time_steps, n_cells = stats.shape
+    assert list(state["shape"]) == [nb_time_steps, n_cells] and len(offsets) == nb_time_steps + 1
+    out = []
+    for t in range(nb_time_steps):
+        s, v = starts[offsets[t]:offsets[t + 1]], values[offsets[t]:offsets[t + 1]]
+        if n_cells:
+            assert s[0] == 0 and np.all(np.diff(s) > 0) and s[-1] < n_cells, s
+            assert np.all(v[1:] != v[:-1]), v
+        else:
+            assert len(s) == 0
+        out.append(list(zip(s.tolist(), v.tolist())))
+    return out
+
+
+def welford_reference(chunks: list[Chunk], steps: int, cells: int) -> dict[str, np.ndarray]:
+    """The single-sample update of docs/statistics.md with a per-cell count, in NumPy, chunk by
+    chunk in arrival order: the kernel with per-segment counts must give the same bits."""
+    n = np.zeros((steps, cells), np.int64)
+    mean, m2, m3, m4 = (np.zeros((steps, cells)) for _ in range(4))
+    for c in chunks:
+        cells_ = np.s_[c.time_step, c.start:c.start + len(c.values)]
+        n[cells_] += 1
+        fn = n[cells_].astype(np.float64)
+        delta = c.values.astype(np.float64) - mean[cells_]
+        delta_n = delta / fn
+        term = delta * delta_n * (fn - 1.0)
+        mom2, mom3, delta_n2 = m2[cells_].copy(), m3[cells_].copy(), delta_n * delta_n
+        m4[cells_] += (term * delta_n2 * (fn * fn - 3.0 * fn + 3.0)
+                       + 6.0 * delta_n2 * mom2 - 4.0 * delta_n * mom3)
+        m3[cells_] = mom3 + term * delta_n * (fn - 2.0) - 3.0 * delta_n * mom2
+        m2[cells_] = mom2 + term
+        mean[cells_] += delta_n
+    return {"count": n, "mean": mean, "m2": m2, "m3": m3, "m4": m4}
+
+
+def test_segments_of_a_study_with_a_failed_piece() -> None:
+    """Each simulation sends each step as the same 3 pieces; simulation 2 fails before sending
+    the second piece of step 1. The counts stay 1 segment per step, 3 where the piece is lost."""
+    rng = np.random.default_rng(5)
+    steps, cells, pieces = 3, 30, [(0, 10), (10, 25), (25, 30)]
+    chunks = [
+        Chunk(sim, t, lo, rng.normal(size=hi - lo))
+        for sim in range(4) for t in range(steps) for lo, hi in pieces
+        if not (sim == 2 and t >= 1 and lo >= 10) and not (sim == 2 and t == 2)
+    ]
+    stats = FieldStatistics(steps, cells, ALL)
+    assert segments(stats) == [[(0, 0)]] * steps
+    for i, c in enumerate(chunks):
+        stats.update(c.time_step, c.start, c.values, c.simulation)
+        assert max(len(s) for s in segments(stats)) <= len(pieces)
+        if i == 0:
+            assert segments(stats)[0] == [(0, 1), (10, 0)]
+    assert segments(stats) == [[(0, 4)], [(0, 4), (10, 3)], [(0, 3)]]
+    assert_matches(stats.results(), reference(chunks, steps, cells), ALL)
+    assert stats.nbytes == sum(a.nbytes for a in stats.state_dict().values())
+
+
+def test_chunks_over_different_sub_ranges_with_different_counts() -> None:
+    """Overlapping sub-ranges of one step, so that the counts form a staircase of segments,
+    against NumPy/SciPy per cell and against the per-cell-count Welford update bit for bit."""
+    rng = np.random.default_rng(6)
+    block = kernels._BLOCK
+    cells = block + 3_000  # more than a kernel block, so that segments cross block boundaries
+    ranges = [(0, cells), (3, block + 600), (block + 6, block + 16), (5, 40), (0, block + 1),
+              (100, cells), (block, block + 1), (0, cells), (7, 8), (cells - 1, cells)]
+    chunks = [Chunk(sim, 0, lo, 5.0 + rng.gamma(2.0, 1.5, hi - lo)) for sim, (lo, hi)
+              in enumerate(ranges)]
+    stats = feed(FieldStatistics(1, cells, ALL), chunks)
+    count = stats.results()["count"]
+    assert len(segments(stats)[0]) == 1 + np.count_nonzero(np.diff(count[0]))
+    assert len(set(count.ravel())) >= 4 and len(segments(stats)[0]) >= 8
+    # The reference, vectorised over the cells that have the same simulations: one row per
+    # simulation, NaN where it sent nothing.
+    x = np.full((len(ranges), cells), np.nan)
+    for c in chunks:
+        x[c.simulation, c.start:c.start + len(c.values)] = c.values
+    want = {name: np.zeros((1, cells), array.dtype) for name, array in stats.results().items()}
+    want["threshold_exceedance"] = np.zeros((len(THRESHOLDS), 1, cells), np.int64)
+    patterns, group = np.unique(~np.isnan(x), axis=1, return_inverse=True)
+    for g, sent in enumerate(patterns.T):
+        ids, cols = np.flatnonzero(sent), group == g
+        y = x[np.ix_(ids, cols)]
+        for name, value in [
+            ("count", len(ids)), ("mean", np.mean(y, axis=0)), ("variance", np.var(y, 0, ddof=1)),
+            ("skewness", scipy.stats.skew(y, axis=0, bias=True)),
+            ("kurtosis", scipy.stats.kurtosis(y, axis=0, fisher=True, bias=True)),
+            ("minimum", y.min(axis=0)), ("minimum_simulation", ids[np.argmin(y, axis=0)]),
+            ("maximum", y.max(axis=0)), ("maximum_simulation", ids[np.argmax(y, axis=0)]),
+        ]:
+            want[name][0, cols] = value
+        for k, t in enumerate(THRESHOLDS):
+            want["threshold_exceedance"][k, 0, cols] = np.sum(y > t, axis=0)
+    assert len(patterns.T) >= 8
+    assert_matches(stats.results(), want, ALL)
+    state, bits = stats.state_dict(), welford_reference(chunks, 1, cells)
+    for name in ("mean", "m2", "m3", "m4"):
+        np.testing.assert_array_equal(state[name], bits[name], err_msg=name)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float64, np.float32]),
+       sims=st.integers(1, 8), pieces=st.integers(1, 6), skip=st.sampled_from([0.0, 0.3, 0.7]))
+def test_random_splits_match_numpy(seed: int, dtype: type, sims: int, pieces: int,
+                                   skip: float) -> None:
+    """Random pieces per simulation and step, some lost: canonical segments at every step,
+    NumPy/SciPy results, and the bits of the per-cell-count update."""
+    rng = np.random.default_rng(seed)
+    steps, cells = 2, 37
+    chunks = []
+    for sim, t in itertools.product(range(sims), range(steps)):
+        bounds = np.unique(np.r_[0, rng.integers(0, cells, pieces - 1), cells])
+        for lo, hi in itertools.pairwise(bounds):
+            if rng.random() >= skip:
+                x = rng.normal(rng.normal(0, 10), rng.uniform(0.1, 3), hi - lo).astype(dtype)
+                chunks.append(Chunk(sim, t, int(lo), x))
+    rng.shuffle(chunks)
+    stats = FieldStatistics(steps, cells, ALL)
+    for c in chunks:
+        stats.update(c.time_step, c.start, c.values, c.simulation)
+        segments(stats)
+    assert_matches(stats.results(), reference(chunks, steps, cells), ALL)
+    state, bits = stats.state_dict(), welford_reference(chunks, steps, cells)
+    np.testing.assert_array_equal(stats.results()["count"], bits["count"])
+    for name in ("mean", "m2", "m3", "m4"):
+        np.testing.assert_array_equal(state[name], bits[name], err_msg=name)
+
+
+@pytest.mark.parametrize("per_cell", [False, True], ids=["per segment", "per cell"])
+def test_merge_of_different_segmentations(per_cell: bool) -> None:
+    """A and B have different segment boundaries at each step (and B none at step 1): the merge
+    splits both at the union of boundaries, with scalar counts per segment or, for steps with
+    many segments, per-cell counts."""
+    rng = np.random.default_rng(7)
+    steps, cells = 2, 50
+
+    def chunks(sims: range, ranges: list[tuple[int, int, int]]) -> list[Chunk]:
+        return [Chunk(sim, t, lo, rng.gamma(2.0, 1.5, hi - lo) - 1.0)
+                for sim in sims for t, lo, hi in ranges]
+
+    part_a = chunks(range(3), [(0, 0, 50), (1, 10, 20)]) + chunks(range(3, 5), [(0, 0, 30)])
+    part_b = chunks(range(5, 9), [(0, 20, 50)]) + chunks(range(9, 10), [(0, 25, 26)])
+    a = feed(FieldStatistics(steps, cells, ALL), part_a)
+    b = feed(FieldStatistics(steps, cells, ALL), part_b)
+    assert segments(a) == [[(0, 5), (30, 3)], [(0, 0), (10, 3), (20, 0)]]
+    assert segments(b) == [[(0, 0), (20, 4), (25, 5), (26, 4)], [(0, 0)]]
+    with mock.patch.object(stats_module, "_MERGE_SEGMENTS", 0 if per_cell else 32):
+        a.merge(b)
+    assert segments(a) == [[(0, 5), (20, 9), (25, 10), (26, 9), (30, 7)],
+                           [(0, 0), (10, 3), (20, 0)]]
+    assert_matches(a.results(), reference(part_a + part_b, steps, cells), ALL)
+    single = feed(FieldStatistics(steps, cells, ALL), part_a + part_b).results()
+    for name, array in a.results().items():
+        np.testing.assert_allclose(array, single[name], rtol=1e-12, atol=1e-13, err_msg=name)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), per_cell=st.booleans())
+def test_merge_of_random_segmentations(seed: int, per_cell: bool) -> None:
+    """Two states from random pieces (so, random segmentations), merged both ways round."""
+    rng = np.random.default_rng(seed)
+    steps, cells = 2, 29
+    chunks = make_chunks(rng, sims=10, steps=steps, cells=cells, skip=0.4)
+    owner = rng.integers(0, 2, len(chunks))
+    parts = [[c for c, o in zip(chunks, owner) if o == p] for p in (0, 1)]
+    want = reference(chunks, steps, cells)
+    with mock.patch.object(stats_module, "_MERGE_SEGMENTS", 0 if per_cell else 32):
+        for first, second in ((0, 1), (1, 0)):
+            a = feed(FieldStatistics(steps, cells, ALL), parts[first])
+            a.merge(feed(FieldStatistics(steps, cells, ALL), parts[second]))
+            segments(a)
+            assert_matches(a.results(), want, ALL)
+
+
+def test_merge_with_an_empty_state_keeps_infinite_values() -> None:
+    """An empty side contributes nothing, even where the other holds inf (the merge formulas
+    would turn inf - inf into NaN)."""
+    for per_cell in (False, True):
+        with mock.patch.object(stats_module, "_MERGE_SEGMENTS", 0 if per_cell else 32):
+            stats, empty = FieldStatistics(1, 3, ALL), FieldStatistics(1, 3, ALL)
+            stats.update(0, 0, np.array([np.inf, -np.inf, 1.0]), 0)
+            stats.update(0, 2, np.array([2.0]), 1)
+            before = stats.results()
+            stats.merge(FieldStatistics(1, 3, ALL))
+            empty.merge(stats)
+            for name, array in before.items():
+                np.testing.assert_array_equal(stats.results()[name], array, err_msg=name)
+                np.testing.assert_array_equal(empty.results()[name], array, err_msg=name)
+    np.testing.assert_array_equal(before["mean"], [[np.inf, -np.inf, 1.5]])
+
+
+def test_state_dict_round_trip_of_segments() -> None:
+    rng = np.random.default_rng(8)
+    chunks = make_chunks(rng, sims=6, steps=3, cells=40, skip=0.4)
+    stats = feed(FieldStatistics(3, 40, ALL), chunks[:30])
+    state = {k: np.array(v) for k, v in stats.state_dict().items()}
+    assert len(state["count_starts"]) > 3, "the test needs several segments per step"
+    assert all(state[k].dtype == np.int64 for k in ("shape", "count_offsets", "count_starts",
+                                                     "count_values"))
+    copy = FieldStatistics.from_state_dict(state, ALL)
+    assert segments(copy) == segments(stats)
+    for name, array in stats.state_dict().items():
+        np.testing.assert_array_equal(copy.state_dict()[name], array, err_msg=name)
+    feed(stats, chunks[30:])
+    feed(copy, chunks[30:])
+    for name, array in stats.results().items():
+        np.testing.assert_array_equal(copy.results()[name], array, err_msg=name)
+    # Equal neighbours (not canonical, as a foreign writer might leave them) merge on loading.
+    split = FieldStatistics(1, 4, SELECTIONS["mean"]).state_dict()
+    split = dict(split, count_offsets=np.array([0, 2]), count_starts=np.array([0, 2]),
+                 count_values=np.array([0, 0]))
+    assert segments(FieldStatistics.from_state_dict(split, SELECTIONS["mean"])) == [[(0, 0)]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"count_starts": np.array([1, 5])}, "do not cover"),
+        ({"count_starts": np.array([0, 7])}, "do not cover"),
+        ({"count_offsets": np.array([0, 2, 2])}, "do not cover"),
+        ({"count_offsets": np.array([0, 2])}, "nondecreasing"),
+        ({"count_offsets": np.array([0, 1, 3])}, "offsets end at"),
+        ({"count_values": np.array([1, -1])}, "negative"),
+        ({"count_values": np.array([1.0, 2.0])}, "int64"),
+        ({"shape": np.array([2, 7, 1])}, "shape"),
+        ({"shape": None}, "lacks 'shape'"),
+        ({"count_offsets": None}, "lacks 'count_offsets'"),
+    ],
+)
+def test_from_state_dict_rejects_bad_count_segments(
+    change: dict[str, np.ndarray | None], message: str
+) -> None:
+    stats = FieldStatistics(2, 7, SELECTIONS["mean"])
+    stats.update(0, 0, np.zeros(7), 0)
+    stats.update(1, 2, np.zeros(3), 0)
+    state = dict(stats.state_dict())
+    assert list(state["count_starts"]) == [0, 0, 2, 5]  # step 0: one segment; step 1: three
+    state["count_offsets"], state["count_starts"] = np.array([0, 1, 2]), np.array([0, 0])
+    state["count_values"] = np.array([1, 0])
+    FieldStatistics.from_state_dict(state, SELECTIONS["mean"])  # valid: step 1 counts all 0
+    for name, value in change.items():
+        if value is None:
+            del state[name]
+        else:
+            state[name] = value
+    with pytest.raises(ValueError, match=message):
+        FieldStatistics.from_state_dict(state, SELECTIONS["mean"])
+
+
+@pytest.mark.parametrize("selection", ["all", "extrema only"])
+def test_no_cells(selection: str) -> None:
+    """A rank with no cell of the field: no segment, empty results, round trip and merge."""
+    stats = FieldStatistics(2, 0, SELECTIONS[selection])
+    stats.update(1, 0, np.zeros(0), 0)
+    assert segments(stats) == [[], []]
+    assert stats.results()["count"].shape == (2, 0)
+    copy = FieldStatistics.from_state_dict(stats.state_dict(), SELECTIONS[selection])
+    copy.merge(stats)
+    assert copy.shape == (2, 0) and segments(copy) == [[], []]

@@ -5,6 +5,7 @@ Light on purpose: standard library, NumPy and pyzmq only (thousands of short cli
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class ClientEnvironment:
     token: bytes
     attempt: int
     timeout_s: float
+    # MELISSA_PARAMETERS: the simulation's parameter values, forwarded in HELLO (deep learning).
+    parameters: dict[str, float] | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClientEnvironment:
@@ -64,7 +67,25 @@ class ClientEnvironment:
             token=token,
             attempt=_int_env(env, "MELISSA_ATTEMPT", 0),
             timeout_s=_float_env(env, "MELISSA_TIMEOUT", DEFAULT_TIMEOUT_S),
+            parameters=_parameters_env(env),
         )
+
+
+def _parameters_env(env: Mapping[str, str]) -> dict[str, float] | None:
+    text = env.get("MELISSA_PARAMETERS")
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        values = None
+    if not isinstance(values, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+    ):
+        raise ClientError(
+            f"MELISSA_PARAMETERS={text!r} is not a JSON object of numbers (the launcher sets it)"
+        )
+    return {str(k): float(v) for k, v in values.items()}
 
 
 def _int_env(env: Mapping[str, str], key: str, default: int | None) -> int:
@@ -133,7 +154,7 @@ class Session:
             self._sockets[server_rank] = sock
         return sock
 
-    def _header(self, kind: Kind, **fields: int) -> bytes:
+    def _header(self, kind: Kind, **fields: Any) -> bytes:
         return Header(
             kind, self.env.token, self.env.simulation_id, self.env.attempt, self.rank, **fields
         ).encode()
@@ -201,10 +222,13 @@ class Session:
             "client_ranks": self.ranks,
             "shape": list(shape) if shape is not None else None,
         }
+        if self.env.parameters is not None:
+            hello["parameters"] = self.env.parameters
         what = f"init({name!r})"
-        self._send(
-            0, [self._header(Kind.HELLO, offset=offset, count=local_size), encode_json(hello)], what
-        )
+        frames = [self._header(Kind.HELLO, offset=offset, count=local_size), encode_json(hello)]
+        # Rank 0 first: it is the authority on the field's size; then every other server rank,
+        # so each knows this client's layout before its DATA arrives.
+        self._send(0, frames, what)
         welcome = self._receive(0, Kind.WELCOME, what)
         try:
             endpoints = [str(e) for e in welcome["endpoints"]]
@@ -212,7 +236,14 @@ class Session:
             field_id, nb_steps = int(welcome["field_id"]), int(welcome["nb_time_steps"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ClientError(f"{what}: malformed WELCOME from the server: {exc}") from None
+        if not endpoints or len(endpoints) != len(ranges):
+            raise ClientError(f"{what}: malformed WELCOME: {len(endpoints)} endpoints for "
+                              f"{len(ranges)} cell ranges")
         self._endpoints = endpoints
+        for server_rank in range(1, len(endpoints)):
+            self._send(server_rank, frames, what)
+        for server_rank in range(1, len(endpoints)):
+            self._receive(server_rank, Kind.WELCOME, what)
         pieces = split(offset, local_size, ranges)
         self._fields[name] = _Field(name, field_id, local_size, pieces, nb_steps)
 
@@ -244,7 +275,7 @@ class Session:
             chunk = array[piece.local_start : piece.local_start + piece.count]
             try:
                 tracker = self._socket(piece.server_rank).send_multipart(
-                    [header, chunk], copy=not zero_copy, track=zero_copy
+                    [header, chunk.data], copy=not zero_copy, track=zero_copy
                 )
             except zmq.Again:
                 raise ClientError(

@@ -121,4 +121,18 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError(f"{path}: is a directory, expected a config.json file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    return LoadedConfig(parse_config(text, str(path)), path.resolve())
+    config = _resolve_server_file(parse_config(text, str(path)), path)
+    return LoadedConfig(config, path.resolve())
+
+
+def _resolve_server_file(config: StudyConfig, path: Path) -> StudyConfig:
+    """Make server_config.server_filename absolute (from the config's directory), so the server
+    finds it wherever it runs; it must exist."""
+    name = config.server_config.server_filename
+    if name is None:
+        return config
+    server_file = (path.resolve().parent / name).resolve()
+    if not server_file.is_file():
+        raise ConfigError(f"{path}: server_config.server_filename: no file {server_file}")
+    server_config = config.server_config.model_copy(update={"server_filename": str(server_file)})
+    return config.model_copy(update={"server_config": server_config})

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 # Columns parameters.csv has besides the parameters themselves.
@@ -131,13 +131,86 @@ class SAConfig(Section):
         return 1 if self.mean else 0
 
 
+class DLConfig(Section):
+    """Online training of a deep surrogate (docs/deep-learning.md)."""
+
+    batch_size: int = Field(default=32, gt=0, description="Samples per training batch.")
+    buffer: Literal["fifo", "firo", "reservoir"] = Field(
+        default="reservoir",
+        description="Training buffer: fifo (oldest first, each sample used once), firo (random "
+        "out, each used once) or reservoir (random, samples reused until evicted).",
+    )
+    buffer_size: int = Field(
+        default=10000, gt=0, description="Samples the buffer holds (per server rank)."
+    )
+    per_server_watermark: int = Field(
+        default=1000, gt=0,
+        description="firo and reservoir: samples the buffer must hold before a batch is drawn "
+        "while data still arrives.",
+    )
+    drain_batches: int | None = Field(
+        default=None, ge=0,
+        description="reservoir: batches trained after the last simulation ended; null: until "
+        "every sample in the buffer was used at least once.",
+    )
+    nb_batches_update: int = Field(
+        default=100, gt=0,
+        description="Batches between two validations (and lines of metrics and TensorBoard).",
+    )
+    checkpoint_interval: int = Field(
+        default=1000, ge=0,
+        description="Batches between two checkpoints of model and optimizer (0: only at the end).",
+    )
+    learning_rate: float = Field(default=1e-3, gt=0, description="Learning rate of the optimizer.")
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="Fraction of the simulations held out for validation (evenly spread ids).",
+    )
+    hidden_layers: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [256, 256],
+        description="Widths of the hidden layers of the default model (an MLP).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where to train: cuda if available (auto), cpu or cuda."
+    )
+    cpu_threads: int | None = Field(
+        default=None, gt=0,
+        description="Threads torch computes with on the CPU (null: torch's default, one per "
+        "core); 1 is fastest for small models on cores shared with the simulations.",
+    )
+
+    def validation_simulations(self, sweep_size: int) -> frozenset[int]:
+        """Simulation ids held out for validation: round(validation_fraction * sweep_size) of
+        them (at least one if the fraction is not 0), evenly spread over the ids."""
+        count = round(self.validation_fraction * sweep_size)
+        if self.validation_fraction > 0:
+            count = max(1, count)
+        return frozenset((2 * i + 1) * sweep_size // (2 * count) for i in range(count))
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DLConfig:
+        if self.per_server_watermark > self.buffer_size:
+            raise ValueError(
+                f"per_server_watermark ({self.per_server_watermark}) exceeds buffer_size "
+                f"({self.buffer_size}): training would never start"
+            )
+        if self.batch_size > self.buffer_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})"
+            )
+        return self
+
+
 class ClientConfig(Section):
     executable_command: str = Field(
         min_length=1,
         description="Command of one simulation; the parameter values are appended as arguments. "
         "Run in the config file's directory.",
     )
-    ranks: int = Field(default=1, ge=1, le=1, description="MPI ranks per simulation (1 for now).")
+    ranks: int = Field(
+        default=1, ge=1,
+        description="MPI ranks per simulation; more than 1 starts it through MPI (mpiexec -n).",
+    )
     preprocessing_commands: list[str] = Field(
         default_factory=list, description="Shell commands run before each simulation, in its job."
     )
@@ -147,7 +220,10 @@ class ClientConfig(Section):
 
 
 class ServerConfig(Section):
-    ranks: int = Field(default=1, ge=1, le=1, description="MPI ranks of the server (1 for now).")
+    ranks: int = Field(
+        default=1, ge=1,
+        description="MPI ranks of the server; each owns a contiguous cell range of every field.",
+    )
     bind_address: str = Field(
         default="127.0.0.1",
         description="Interface the server listens on (an IP address or host name it can bind).",
@@ -156,11 +232,62 @@ class ServerConfig(Section):
     max_message_bytes: int = Field(
         default=1 << 30, gt=0, description="Largest message accepted; larger ones drop the peer."
     )
+    server_filename: str | None = Field(
+        default=None, min_length=1,
+        description="Python file of a custom server class (relative paths: from the config file).",
+    )
+    server_class: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the server class in server_filename (a melissa Server subclass).",
+    )
+
+    @model_validator(mode="after")
+    def _custom_server(self) -> ServerConfig:
+        if (self.server_filename is None) != (self.server_class is None):
+            raise ValueError("server_filename and server_class go together: give both or neither")
+        return self
+
+
+def _one_line(arg: str) -> str:
+    if "\n" in arg or "\r" in arg:
+        raise ValueError(f"a scheduler argument is one line, got {arg!r}")
+    return arg
+
+
+_SchedulerArg = Annotated[str, Field(min_length=1), AfterValidator(_one_line)]
 
 
 class LauncherConfig(Section):
-    scheduler: Literal["local"] = Field(
-        default="local", description="How jobs run: local (processes on this machine)."
+    scheduler: Literal["local", "openmpi", "slurm", "oar"] = Field(
+        default="local",
+        description="How jobs run: local (processes on this machine; jobs of several ranks "
+        "through the mpiexec first on PATH), openmpi (the same, through the system's OpenMPI "
+        "mpirun), slurm or oar (batch jobs; see docs/schedulers.md).",
+    )
+    scheduler_arg_client: list[_SchedulerArg] = Field(
+        default_factory=list,
+        description="Options for every simulation's batch job, verbatim: #SBATCH lines under "
+        'Slurm (e.g. ["--time=0:30:00", "--partition=short"]), oarsub arguments under OAR. '
+        "Ignored by the local scheduler.",
+    )
+    scheduler_arg_server: list[_SchedulerArg] = Field(
+        default_factory=list,
+        description="Options for the server's batch job, verbatim (as scheduler_arg_client).",
+    )
+    mpi_launcher_args: list[_SchedulerArg] = Field(
+        default_factory=list,
+        description="Extra options of the command that starts a job of several ranks: "
+        'srun under Slurm (e.g. ["--mpi=pmi2"] for the pip MPICH wheel), mpirun under OAR and '
+        "openmpi, mpiexec under local.",
+    )
+    http_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Port of the launcher's status API (what melissa-monitor reads); 0 picks a "
+        "free one. The address goes to output_dir/launcher.json.",
+    )
+    http_bind: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Interface the status API listens on (token-protected; 0.0.0.0: all).",
     )
     job_limit: int = Field(default=4, ge=1, description="Most simulations running at once.")
     server_timeout: float = Field(
@@ -179,10 +306,57 @@ class StudyConfig(Section):
     study_options: StudyOptions
     parameters: list[Parameter] = Field(min_length=1, description="The uncertain parameters.")
     sampling: Sampling = Field(default_factory=Sampling)
-    sa_config: SAConfig = Field(default_factory=SAConfig)
+    sa_config: SAConfig | None = Field(
+        default=None,
+        description="Sensitivity analysis (statistics); the default, with mean and variance, "
+        "when dl_config is absent too.",
+    )
+    dl_config: DLConfig | None = Field(
+        default=None, description="Deep-surrogate training instead of statistics."
+    )
     client_config: ClientConfig
     server_config: ServerConfig = Field(default_factory=ServerConfig)
     launcher_config: LauncherConfig = Field(default_factory=LauncherConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_analysis(cls, data: object) -> object:
+        """A study without sa_config or dl_config is a sensitivity analysis with defaults."""
+        if isinstance(data, dict) and data.get("sa_config") is None and data.get(
+            "dl_config"
+        ) is None:
+            return {**data, "sa_config": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _one_analysis(self) -> StudyConfig:
+        if self.sa_config is not None and self.dl_config is not None:
+            raise ValueError(
+                "sa_config and dl_config are both given: a study either computes statistics "
+                "(sa_config) or trains a surrogate (dl_config)"
+            )
+        if self.dl_config is not None and self.server_config.ranks > 1:
+            raise ValueError(
+                "dl_config with server_config.ranks > 1: training on several server ranks needs "
+                "each time step whole on one rank, which the receive path does not route yet "
+                "(docs/deep-learning.md, 'Several server ranks'); use one rank"
+            )
+        if self.dl_config is not None:
+            size = self.study_options.parameter_sweep_size
+            held_out = len(self.dl_config.validation_simulations(size))
+            if held_out >= size:
+                raise ValueError(
+                    f"dl_config.validation_fraction {self.dl_config.validation_fraction} holds "
+                    f"out {held_out} of the {size} simulations: none is left to train on"
+                )
+        return self
+
+    @property
+    def sa(self) -> SAConfig:
+        """sa_config of a sensitivity-analysis study."""
+        if self.sa_config is None:
+            raise ValueError("this study trains a surrogate (dl_config): it has no sa_config")
+        return self.sa_config
 
     @field_validator("parameters")
     @classmethod

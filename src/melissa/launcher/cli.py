@@ -13,8 +13,10 @@ from melissa.config import LoadedConfig, load_config
 from melissa.config.options import print_options
 from melissa.errors import MelissaError, StudyError
 from melissa.launcher.display import StudyDisplay, print_summary
-from melissa.launcher.schedulers.local import LocalScheduler
+from melissa.launcher.http_api import StatusAPI
+from melissa.launcher.schedulers import make_scheduler
 from melissa.launcher.study import Study
+from melissa.paths import StudyPaths
 
 log = logging.getLogger("melissa.launcher")
 
@@ -62,16 +64,23 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
     from melissa.plots import plot_statistics  # matplotlib only once there is something to plot
 
     started = time.monotonic()
-    scheduler = LocalScheduler()
+    launcher_config = loaded.config.launcher_config
+    scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
     study: Study | None = None
+    api: StatusAPI | None = None
     try:
         study = Study(loaded, scheduler)
         study.prepare(overwrite)
+        api = StatusAPI(study.board, study.token_hex, launcher_config.http_bind,
+                        launcher_config.http_port)
+        api.start(study.paths.launcher_info)
+        console.print(f"Watch it with: melissa-monitor {study.paths.root}")
         with StudyDisplay(console) as display:
             outcome = study.run(display)
         plots = []
-        steps = loaded.config.sa_config.plot_time_steps
-        if steps != []:
+        sa = loaded.config.sa_config  # None for a deep-learning study: nothing to plot
+        if sa is not None and sa.plot_time_steps != []:
+            steps = sa.plot_time_steps
             for path in outcome.results:
                 plots += plot_statistics(path, study.paths.plots, steps)
         assert study.store is not None
@@ -90,6 +99,8 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
         _error(str(exc))
         return 1
     finally:
+        if api is not None:
+            api.close()
         if study is not None:
             study.close()
         else:

@@ -89,8 +89,8 @@ def print_summary(
         if len(failed) > 20:
             console.print(f"... and {len(failed) - 20} more (see parameters.csv)")
     console.print(f"[bold]Results[/bold] in {output_dir}:")
-    for path in results:
-        console.print(f"  statistics  {path}")
+    for path in results:  # NetCDF statistics, or a trained model's checkpoint and metrics
+        console.print(f"  {'statistics' if path.suffix == '.nc' else 'training':<10}  {path}")
     for path in plots:
         console.print(f"  plot        {path}")
     console.print(f"  parameters  {output_dir / 'parameters.csv'}")

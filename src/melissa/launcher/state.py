@@ -254,6 +254,26 @@ class StateStore:
         self._conn.execute("COMMIT")
 
 
+def read_token(path: Path) -> str:
+    """The study token in a study.db, read without changing anything (for melissa-monitor)."""
+    if not path.is_file():
+        raise StudyError(f"no Melissa study in {path.parent} (no {path.name})")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+        try:
+            row = conn.execute("SELECT token_hex FROM study").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StudyError(
+            f"cannot read the study token from {path}: {exc} (it is readable by the study's "
+            "owner only)"
+        ) from None
+    if row is None:
+        raise StudyError(f"{path} holds no study yet")
+    return str(row[0])
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         # The study token is a secret: create the file (and so its WAL) readable by us only.

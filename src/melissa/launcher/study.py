@@ -23,6 +23,7 @@ from melissa.launcher.display import StudyDisplay
 from melissa.launcher.report import write_parameters_csv
 from melissa.launcher.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
 from melissa.launcher.state import SimulationRecord, SimulationStatus, StateStore
+from melissa.launcher.status import RunningJob, StatusBoard, build_snapshot
 from melissa.paths import StudyPaths
 from melissa.protocol import token_from_hex
 from melissa.sampling import Sampler
@@ -37,8 +38,9 @@ _REPORT_PERIOD_S = 5.0
 @dataclass
 class _Running:
     job_id: str
-    started: float
+    started: float  # submission; then, while the scheduler queues the job, the latest poll
     complete: bool = False  # the server has all its data
+    queued: bool = True  # the scheduler has not started the job yet
     exited_at: float | None = None  # exit 0 seen, completion event not yet
 
 
@@ -59,9 +61,13 @@ class Study:
         self.store: StateStore | None = None
         self.token_hex = secrets.token_hex(16)
         self.server_job: str | None = None
+        self.server_address = ""  # the server's rendezvous address, once it started
         self.channel: ServerChannel | None = None
         self.running: dict[int, _Running] = {}
         self.server_status: dict[str, object] = {}
+        self.board = StatusBoard()  # what the status API serves (melissa-monitor)
+        self.phase = "starting"
+        self.started = time.monotonic()
 
     # -- set-up --------------------------------------------------------------------------------
     def prepare(self, overwrite: bool) -> None:
@@ -100,13 +106,15 @@ class Study:
 
     # -- server --------------------------------------------------------------------------------
     def start_server(self) -> None:
-        env = dict(os.environ, MELISSA_STUDY_TOKEN=self.token_hex)
+        env = _job_environment(MELISSA_STUDY_TOKEN=self.token_hex)
         spec = JobSpec(
             name="server",
             argv=[sys.executable, "-m", "melissa.server", str(self.paths.root)],
             env=env,
             cwd=self.loaded.base_dir,
             log_path=self.paths.server_log,
+            ranks=self.config.server_config.ranks,
+            scheduler_args=tuple(self.config.launcher_config.scheduler_arg_server),
         )
         self.server_job = self.scheduler.submit(spec)
         address = self._wait_rendezvous(self.config.launcher_config.server_timeout)
@@ -118,17 +126,20 @@ class Study:
     def _wait_rendezvous(self, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._check_server_alive()
+            if self._check_server_alive().state == JobState.PENDING:
+                deadline = time.monotonic() + timeout_s  # time in the scheduler's queue is free
+            self.publish_status()
             try:
                 return str(json.loads(self.paths.rendezvous.read_text())["address"])
             except (OSError, ValueError, KeyError):
                 time.sleep(0.05)
         raise StudyError(
-            f"the server did not start within {timeout_s:g} s (launcher_config.server_timeout); "
+            f"the server did not start within {timeout_s:g} s of its job starting "
+            "(launcher_config.server_timeout); "
             f"see {self.paths.server_log}"
         )
 
-    def _check_server_alive(self) -> None:
+    def _check_server_alive(self) -> JobStatus:
         assert self.server_job is not None
         status = self.scheduler.poll([self.server_job])[self.server_job]
         if status.state not in (JobState.PENDING, JobState.RUNNING):
@@ -136,6 +147,7 @@ class Study:
                 f"the server stopped ({_describe(status)}) before the study finished; "
                 f"see {self.paths.server_log}"
             )
+        return status
 
     # -- simulations ---------------------------------------------------------------------------
     def client_spec(self, record: SimulationRecord) -> JobSpec:
@@ -145,10 +157,7 @@ class Study:
         if cfg.preprocessing_commands:
             script = " && ".join([*cfg.preprocessing_commands, "exec " + shlex.join(command)])
             command = ["/bin/sh", "-c", script]
-        env = dict(os.environ)
-        # The interpreter running the launcher comes first, so "python3 sim.py" uses its packages.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.update(cfg.environment)
+        env = _job_environment(**cfg.environment)
         names = self.store.study()["parameter_names"] if self.store else []
         env.update(
             MELISSA_SERVER=self.server_address,
@@ -163,6 +172,8 @@ class Study:
             env=env,
             cwd=self.loaded.base_dir,
             log_path=self.paths.simulation_log(record.simulation_id),
+            ranks=cfg.ranks,
+            scheduler_args=tuple(self.config.launcher_config.scheduler_arg_client),
         )
 
     def submit_pending(self) -> None:
@@ -213,6 +224,10 @@ class Study:
             status = statuses.get(run.job_id)
             if status is None:
                 continue
+            if status.state == JobState.PENDING:
+                run.started = now  # simulation_timeout counts from the job's start
+            else:
+                run.queued = False
             if run.complete and status.state not in (JobState.PENDING, JobState.RUNNING):
                 del self.running[sim]
                 message = "" if status.state == JobState.COMPLETED else (
@@ -241,6 +256,7 @@ class Study:
     def run(self, display: StudyDisplay) -> StudyOutcome:
         assert self.store is not None
         self.start_server()
+        self.phase = "running"
         interval = self.config.launcher_config.poll_interval
         total = self.config.study_options.parameter_sweep_size
         next_report = time.monotonic() + _REPORT_PERIOD_S
@@ -251,6 +267,7 @@ class Study:
             self._check_server_alive()
             counts = self.store.counts()
             display.update(counts, self.server_status, total)
+            self.publish_status()
             if time.monotonic() > next_report:
                 self.write_report()  # a user can follow the study in parameters.csv
                 next_report = time.monotonic() + _REPORT_PERIOD_S
@@ -261,8 +278,11 @@ class Study:
     def finish(self) -> StudyOutcome:
         assert self.store is not None and self.channel is not None
         self.channel.finish()
+        self.phase = "finishing"
+        self.publish_status(force=True)
         results: list[Path] = []
-        deadline = time.monotonic() + max(self.config.launcher_config.server_timeout, 60.0)
+        patience = max(self.config.launcher_config.server_timeout, 60.0)
+        deadline = time.monotonic() + patience
         written = False
         while not written:
             if time.monotonic() > deadline:
@@ -273,6 +293,8 @@ class Study:
                     written = True
                 elif event.get("event") == "status":
                     self.server_status = event
+                    # A server still working (a surrogate training on its buffer) gets more time.
+                    deadline = max(deadline, time.monotonic() + patience)
             if not written:
                 self._check_server_alive()
         self._wait_server_exit(deadline)
@@ -296,6 +318,32 @@ class Study:
             time.sleep(0.05)
         raise StudyError(f"the server did not exit after writing results; see {self.paths.server_log}")
 
+    def publish_status(self, force: bool = False) -> None:
+        """Give the status API a fresh snapshot (at most once a second unless forced)."""
+        if self.store is None or not (force or self.board.due()):
+            return
+        now = time.monotonic()
+        cfg = self.config
+        chunks = (len(cfg.study_options.field_names) * cfg.study_options.nb_time_steps
+                  * max(cfg.client_config.ranks, cfg.server_config.ranks))
+        server_state = "" if self.server_job is None else (
+            self.scheduler.poll([self.server_job])[self.server_job].state.value)
+        self.board.publish(build_snapshot(
+            output_dir=self.paths.root,
+            scheduler=self.scheduler.name,
+            state=self.phase,
+            elapsed_s=now - self.started,
+            records=self.store.simulations(),
+            running=[RunningJob(sim, run.job_id, run.queued, now - run.started)
+                     for sim, run in self.running.items() if not run.complete],
+            server_job={"job_id": self.server_job, "state": server_state,
+                        "address": self.server_address or None},
+            server=self.server_status,
+            chunks_expected=chunks,
+            recent_mb_s=self.board.recent_rate(self.server_status),
+            log_of=self.paths.simulation_log,
+        ))
+
     def write_report(self) -> None:
         assert self.store is not None
         write_parameters_csv(
@@ -312,6 +360,15 @@ class Study:
         if self.store is not None:
             self.write_report()
             self.store.close()
+
+
+def _job_environment(**extra: str) -> dict[str, str]:
+    """The launcher's environment, with the directory of the interpreter running it first on
+    PATH (so "python3 sim.py" and "mpiexec" are those of Melissa's installation)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra)
+    return env
 
 
 def _describe(status: JobStatus) -> str:

@@ -43,6 +43,7 @@ class Kind(enum.IntEnum):
     ATTACH = 16  # launcher -> server rank 0: register the control channel
     FINISH = 17  # launcher -> server rank 0: no more simulations; write results and exit
     EVENT = 18  # server rank 0 -> launcher: progress and completion events (JSON)
+    RANK_EVENT = 19  # server rank r > 0 -> rank 0: completion and status of rank r (JSON)
 
 
 class Dtype(enum.IntEnum):
@@ -53,7 +54,7 @@ class Dtype(enum.IntEnum):
     FLOAT32 = 2
 
 
-_NUMPY_DTYPES = {Dtype.FLOAT64: np.dtype("<f8"), Dtype.FLOAT32: np.dtype("<f4")}
+_NUMPY_DTYPES: dict[Dtype, np.dtype[Any]] = {Dtype.FLOAT64: np.dtype("<f8"), Dtype.FLOAT32: np.dtype("<f4")}
 
 
 def dtype_code(dtype: np.dtype[Any]) -> Dtype:
@@ -156,6 +157,8 @@ def decode_json(frame: bytes | memoryview, what: str, max_bytes: int = 1 << 20) 
         obj = json.loads(bytes(frame))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"{what} payload is not JSON: {exc}") from None
+    except RecursionError:  # e.g. "[" * 100000, from an authenticated but hostile peer
+        raise ProtocolError(f"{what} payload nests too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what} payload must be a JSON object")
     return obj

@@ -16,7 +16,7 @@ class Piece(NamedTuple):
     server_rank: int
     global_offset: int  # first cell, in the field's global numbering
     local_start: int  # first cell, in the client rank's local array
-    count: int
+    count: int  # type: ignore[assignment]  # (NamedTuple's tuple.count, shadowed on purpose)
 
 
 def cell_range(size: int, ranks: int, rank: int) -> tuple[int, int]:

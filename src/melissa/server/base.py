@@ -2,7 +2,8 @@
 
 A concrete server (sensitivity analysis, deep learning) subclasses `Server` and fills three hooks:
 `on_field` (a field's size became known), `on_data` (a new, validated chunk) and `on_finish`
-(write results). Everything about the wire and about exactly-once delivery lives here.
+(write results); `on_hello` sees a HELLO's optional keys (deep learning reads the simulation's
+parameters there). Everything about the wire and about exactly-once delivery lives here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ _MAX_BAD_MESSAGE_LINES = 1000  # beyond this, bad messages are only counted (a f
 _BATCH = 256  # messages handled between two checks of timers
 
 
+def _rank_identity(rank: int) -> bytes:
+    """ZeroMQ routing id of rank `rank`'s channel to rank 0."""
+    return f"melissa-rank-{rank}".encode()
+
+
 class BadMessageLog:
     """Logs each dropped message once, with its reason; counts them by reason."""
 
@@ -70,14 +76,19 @@ class Throughput:
 
 
 class Server:
-    """Rank `rank` of a server of `ranks` ranks (rank 0 also does the handshake and control)."""
+    """One rank of the server. Every rank owns a contiguous cell range of every field and talks
+    to every client; rank 0 also publishes the rendezvous address, talks to the launcher, and
+    gathers the other ranks' completions (RANK_EVENT over ZeroMQ, so one poll loop serves all).
+    `comm` (an mpi4py communicator) is only needed with more than one rank."""
 
     def __init__(
-        self, config: StudyConfig, paths: StudyPaths, token: bytes, rank: int = 0, ranks: int = 1
+        self, config: StudyConfig, paths: StudyPaths, token: bytes, comm: Any = None
     ) -> None:
         self.config = config
         self.paths = paths
         self.token = token
+        self.comm = comm
+        rank, ranks = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
         self.rank, self.ranks = rank, ranks
         self.registry = Registry(
             config.study_options.field_names, config.study_options.nb_time_steps, rank, ranks
@@ -91,9 +102,18 @@ class Server:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
         self.launcher: bytes | None = None
         self.endpoint = ""
+        self.endpoints: list[str] = []  # of every rank, in rank order
+        self.up: zmq.Socket[Any] | None = None  # rank r > 0: its channel to rank 0
+        self._complete_on: dict[int, set[int]] = {}  # rank 0: simulation -> ranks done with it
+        self._rank_status: dict[int, dict[str, Any]] = {}  # rank 0: latest status of each rank
+        self._finish_pending = False  # rank 0: FINISH received, not yet forwarded to all ranks
         self._finish_requested = False
 
     # -- hooks ---------------------------------------------------------------------------------
+    def on_hello(self, simulation_id: int, body: dict[str, Any]) -> None:
+        """A client rank's HELLO payload, before it is accepted (optional keys such as
+        "parameters" are here); raising ProtocolError refuses the HELLO."""
+
     def on_field(self, info: FieldInfo) -> None:
         """A field's global size and shape are now known (first HELLO that declares it)."""
 
@@ -121,6 +141,7 @@ class Server:
         if cfg.bind_address in ("0.0.0.0", "*"):
             endpoint = endpoint.replace("0.0.0.0", socket.getfqdn(), 1)
         self.endpoint = endpoint
+        self.endpoints = self.comm.allgather(endpoint) if self.comm is not None else [endpoint]
         return endpoint
 
     def write_rendezvous(self) -> None:
@@ -133,13 +154,24 @@ class Server:
     def run(self) -> list[Path]:
         if not self.endpoint:
             self.bind()
-        self.write_rendezvous()
-        log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
-        next_status = time.monotonic() + _STATUS_PERIOD_S
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self.rank == 0:
+            self.write_rendezvous()
+        else:
+            self.up = self.context.socket(zmq.DEALER)
+            self.up.setsockopt(zmq.ROUTING_ID, _rank_identity(self.rank))
+            self.up.setsockopt(zmq.LINGER, 2000)
+            self.up.connect(self.endpoints[0])
+            poller.register(self.up, zmq.POLLIN)
+            self.emit_status(time.monotonic())  # introduces this rank to rank 0
+        log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
+        next_status = time.monotonic() + _STATUS_PERIOD_S
         while not self._finish_requested:
-            if poller.poll(timeout=200):
+            for sock, _ in poller.poll(timeout=200):
+                if sock is self.up and self.up is not None:
+                    self.from_rank0(self.up.recv_multipart())
+                    continue
                 for _ in range(_BATCH):
                     try:
                         frames = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
@@ -148,6 +180,8 @@ class Server:
                     self.handle(frames)
                     if self._finish_requested:
                         break
+            if self._finish_pending and not self._finish_requested:
+                self.forward_finish()
             now = time.monotonic()
             if now >= next_status:
                 self.emit_status(now)
@@ -162,6 +196,8 @@ class Server:
         if self.bad.total:
             log.warning("dropped %d bad messages: %s", self.bad.total, dict(self.bad.counts))
         self.router.close()
+        if self.up is not None:
+            self.up.close()
         self.context.term()
 
     # -- messages ------------------------------------------------------------------------------
@@ -197,8 +233,11 @@ class Server:
             self.emit({"event": "attached", "endpoint": self.endpoint})
         elif kind == Kind.FINISH and self.rank == 0 and peer == self.launcher:
             log.info("launcher asked to finish: %d simulations complete",
-                     len(self.registry.completed))
-            self._finish_requested = True
+                     self.simulations_complete)
+            self._finish_pending = True
+            self.forward_finish()
+        elif kind == Kind.RANK_EVENT and self.rank == 0:
+            self.rank_event(self._json(payload, "RANK_EVENT"))
         else:
             raise ProtocolError(f"unexpected {kind.name} message on server rank {self.rank}")
 
@@ -217,6 +256,7 @@ class Server:
             shape = tuple(int(s) for s in raw_shape) if raw_shape is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"HELLO payload lacks or garbles {exc}") from None
+        self.on_hello(header.simulation_id, body)
         info, new = self.registry.declare(
             header.simulation_id, header.attempt, header.client_rank, client_ranks, name,
             global_size, shape, header.offset, header.count,
@@ -227,7 +267,7 @@ class Server:
             self.on_field(info)
         welcome = {
             "field_id": info.field_id,
-            "endpoints": [self.endpoint],
+            "endpoints": self.endpoints,
             "ranges": cell_ranges(global_size, self.ranks),
             "nb_time_steps": self.registry.nb_time_steps,
         }
@@ -263,10 +303,63 @@ class Server:
 
     def end(self, peer: bytes, header: Header) -> None:
         if self.registry.end(header.simulation_id, header.client_rank):
-            log.info("simulation %d complete", header.simulation_id)
-            # The launcher hears of completion before the client gets its acknowledgement.
-            self.emit({"event": "simulation_complete", "simulation_id": header.simulation_id})
+            log.info("simulation %d complete on rank %d", header.simulation_id, self.rank)
+            # Rank 0 (so the launcher) hears of it before the client gets its acknowledgement.
+            if self.up is None:
+                self.rank_complete(header.simulation_id, self.rank)
+            else:
+                self.to_rank0({"simulation_complete": header.simulation_id})
         self.reply(peer, Kind.END_ACK, header, None)
+
+    # -- between ranks -------------------------------------------------------------------------
+    def to_rank0(self, body: dict[str, Any]) -> None:
+        assert self.up is not None
+        body["rank"] = self.rank
+        self.up.send_multipart([Header(Kind.RANK_EVENT, self.token).encode(), encode_json(body)])
+
+    def from_rank0(self, frames: list[bytes]) -> None:
+        try:
+            header = decode_header(frames[0], self.token)
+        except ProtocolError as exc:
+            self.bad.drop(f"from rank 0: {exc}", b"rank0")
+            return
+        if header.kind == Kind.FINISH:
+            self._finish_requested = True
+
+    def rank_event(self, body: dict[str, Any]) -> None:
+        try:
+            rank = int(body["rank"])
+            if not 0 < rank < self.ranks:
+                raise ValueError(f"rank {rank}")
+            if "simulation_complete" in body:
+                self.rank_complete(int(body["simulation_complete"]), rank)
+            if "status" in body:
+                self._rank_status[rank] = dict(body["status"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"RANK_EVENT payload lacks or garbles {exc}") from None
+
+    def forward_finish(self) -> None:
+        """Rank 0 finishes once every rank can be told to (its channel has said hello): a
+        ROUTER silently drops messages to a peer it has not seen yet."""
+        if len(self._rank_status) < self.ranks - 1:
+            return
+        for rank in range(1, self.ranks):
+            self.router.send_multipart(
+                [_rank_identity(rank), Header(Kind.FINISH, self.token).encode()]
+            )
+        self._finish_requested = True
+
+    @property
+    def simulations_complete(self) -> int:
+        """Simulations whose data every rank holds (meaningful on rank 0)."""
+        return sum(len(done) == self.ranks for done in self._complete_on.values())
+
+    def rank_complete(self, simulation_id: int, rank: int) -> None:
+        done = self._complete_on.setdefault(simulation_id, set())
+        done.add(rank)
+        if len(done) == self.ranks:
+            log.info("simulation %d complete", simulation_id)
+            self.emit({"event": "simulation_complete", "simulation_id": simulation_id})
 
     def reply(self, peer: bytes, kind: Kind, to: Header, body: dict[str, Any] | None) -> None:
         header = Header(kind, self.token, to.simulation_id, to.attempt, to.client_rank,
@@ -282,15 +375,34 @@ class Server:
             [self.launcher, Header(Kind.EVENT, self.token).encode(), encode_json(event)]
         )
 
-    def emit_status(self, now: float) -> None:
+    def local_status(self, now: float) -> dict[str, Any]:
         first = self.stats.first_data
-        self.emit({
-            "event": "status",
+        return {
             "messages": self.stats.messages,
             "bytes": self.stats.bytes,
             "bad_messages": self.bad.total,
             "ingest_s": 0.0 if first is None else now - first,  # since the first data
-            "simulations_complete": len(self.registry.completed),
-            "chunks_received": {s.simulation_id: s.chunks_received
-                         for s in self.registry.simulations.values() if not s.complete},
+            "chunks_received": {str(s.simulation_id): s.chunks_received
+                                for s in self.registry.simulations.values() if not s.complete},
+        }
+
+    def emit_status(self, now: float) -> None:
+        """Rank r > 0 reports to rank 0; rank 0 adds every rank's figures up for the launcher."""
+        mine = self.local_status(now)
+        if self.up is not None:
+            self.to_rank0({"status": mine})
+            return
+        ranks = [mine, *self._rank_status.values()]
+        chunks: Counter[str] = Counter()
+        for status in ranks:
+            chunks.update(status.get("chunks_received", {}))
+        complete = {s for s, done in self._complete_on.items() if len(done) == self.ranks}
+        self.emit({
+            "event": "status",
+            "messages": sum(int(r.get("messages", 0)) for r in ranks),
+            "bytes": sum(int(r.get("bytes", 0)) for r in ranks),
+            "bad_messages": sum(int(r.get("bad_messages", 0)) for r in ranks),
+            "ingest_s": max(float(r.get("ingest_s", 0.0)) for r in ranks),
+            "simulations_complete": len(complete),
+            "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
         })

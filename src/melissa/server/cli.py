@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from melissa.config import parse_config
+from melissa.config import StudyConfig, parse_config
 from melissa.errors import MelissaError
 from melissa.paths import StudyPaths
 from melissa.protocol import token_from_hex
-from melissa.server.sensitivity import SensitivityServer
+from melissa.server.select import server_class
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output_dir", help="the study's output directory")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        # Several ranks share one log file: each line says which rank wrote it.
+        format=f"%(asctime)s %(levelname)s %(name)s[{_launcher_rank()}]: %(message)s",
         stream=sys.stderr,
     )
     try:
@@ -32,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     except MelissaError as exc:
         print(f"melissa-server: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _launcher_rank() -> str:
+    """This process's MPI rank as the MPI launcher tells it (before MPI is initialised)."""
+    for key in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return os.environ[key]
+    return "0"
 
 
 def _run(paths: StudyPaths) -> int:
@@ -43,9 +54,30 @@ def _run(paths: StudyPaths) -> int:
     token_hex = os.environ.get("MELISSA_STUDY_TOKEN", "")
     if not token_hex:
         raise MelissaError("MELISSA_STUDY_TOKEN is not set (the launcher sets it)")
-    server = SensitivityServer(config, paths, token_from_hex(token_hex))
+    server_type = server_class(config)  # SA, deep learning, or the user's own
+    server = server_type(config, paths, token_from_hex(token_hex), _communicator(config))
     server.run()
     return 0
+
+
+def _communicator(config: StudyConfig) -> Any:
+    """MPI_COMM_WORLD when the server runs on several ranks (mpi4py only imported then)."""
+    ranks = config.server_config.ranks
+    if ranks == 1:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise MelissaError(
+            f"server_config.ranks is {ranks} but mpi4py is not installed ({exc}): "
+            "pip install mpi4py (and an MPI, e.g. the mpich wheel)"
+        ) from None
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != ranks:
+        raise MelissaError(
+            f"started on {comm.Get_size()} MPI processes but server_config.ranks is {ranks}"
+        )
+    return comm
 
 
 if __name__ == "__main__":

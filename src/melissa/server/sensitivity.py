@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from melissa import __version__
+from melissa.protocol import cell_range
 from melissa.server.base import Server
 from melissa.server.output import write_field_results
 from melissa.server.registry import FieldInfo
@@ -21,11 +22,11 @@ class SensitivityServer(Server):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.statistics: dict[int, FieldStatistics] = {}
-        compile_kernels(self.config.sa_config)  # before clients can connect
+        compile_kernels(self.config.sa)  # before clients can connect
 
     def on_field(self, info: FieldInfo) -> None:
         stats = FieldStatistics(
-            self.config.study_options.nb_time_steps, info.local_size, self.config.sa_config
+            self.config.study_options.nb_time_steps, info.local_size, self.config.sa
         )
         self.statistics[info.field_id] = stats
         log.info("field %r: %.1f MB of statistics state", info.name, stats.nbytes / 1e6)
@@ -37,27 +38,54 @@ class SensitivityServer(Server):
 
     def on_finish(self) -> list[Path]:
         written = []
-        sa = self.config.sa_config
-        for field_id, stats in sorted(self.statistics.items()):
-            info = self.registry.fields[field_id]
+        for name, field_id in self.registry.field_ids.items():
+            # Collective over ranks, in config order: every rank takes part for every field,
+            # even one it never heard of (a client may have died between two HELLOs).
+            stats = self.statistics.get(field_id)
+            local = (self.registry.fields[field_id], stats.results()) if stats else None
+            parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
+            if self.rank != 0:
+                continue
+            known = [p for p in parts if p is not None]
+            if not known:
+                log.warning("field %r: no simulation sent it, no results written", name)
+                continue
+            info = known[0][0]
             started = time.monotonic()
-            path = self.paths.field_results(info.name)
+            results = self._assemble(info, [p[1] if p else None for p in parts])
+            path = self.paths.field_results(name)
             write_field_results(
                 path,
-                info.name,
-                stats.results(),
+                name,
+                results,
                 shape=info.shape,
-                thresholds=list(sa.threshold_values) if sa.threshold_exceedance else [],
+                thresholds=self._thresholds(),
                 attrs={
                     "melissa_version": __version__,
-                    "simulations_complete": len(self.registry.completed),
+                    "simulations_complete": self.simulations_complete,
                     "simulations_seen": len(self.registry.simulations),
+                    "server_ranks": self.ranks,
                 },
             )
             log.info("wrote %s in %.2f s", path, time.monotonic() - started)
             written.append(path)
-        missing = set(self.registry.field_ids.values()) - set(self.statistics)
-        for field_id in sorted(missing):
-            name = next(n for n, i in self.registry.field_ids.items() if i == field_id)
-            log.warning("field %r: no simulation sent it, no results written", name)
         return written
+
+    def _thresholds(self) -> list[float]:
+        sa = self.config.sa
+        return list(sa.threshold_values) if sa.threshold_exceedance else []
+
+    def _assemble(
+        self, info: FieldInfo, parts: list[dict[str, np.ndarray] | None]
+    ) -> dict[str, np.ndarray]:
+        """Concatenate the ranks' cell slices (cells are the last axis); a rank that never saw
+        the field contributes empty statistics for its cells."""
+        filled = []
+        for rank, part in enumerate(parts):
+            if part is None:
+                start, stop = cell_range(info.global_size, self.ranks, rank)
+                part = FieldStatistics(
+                    self.config.study_options.nb_time_steps, stop - start, self.config.sa
+                ).results()
+            filled.append(part)
+        return {name: np.concatenate([p[name] for p in filled], axis=-1) for name in filled[0]}

@@ -17,7 +17,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from melissa.errors import SubmissionError
@@ -40,10 +40,19 @@ class _Live:
 class LocalScheduler:
     name = "local"
 
-    def __init__(self, grace_period: float = 5.0) -> None:
+    def __init__(
+        self,
+        grace_period: float = 5.0,
+        mpi_launcher: Sequence[str] = ("mpiexec", "-n", "{ranks}"),
+        mpi_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """mpi_launcher: the command prefix for jobs of more than one rank ({ranks} replaced);
+        its program is looked up in the job's PATH."""
         if grace_period < 0:
             raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period}")
         self._grace = grace_period
+        self._mpi_launcher = list(mpi_launcher)
+        self._mpi_env = dict(mpi_env or {})
         self._serial = itertools.count(1)
         self._live: dict[str, _Live] = {}
         self._finished: dict[str, JobStatus] = {}
@@ -51,12 +60,16 @@ class LocalScheduler:
     def submit(self, spec: JobSpec) -> str:
         if not spec.argv:
             raise SubmissionError(f"cannot start job {spec.name}: its command is empty")
+        argv, env = list(spec.argv), spec.env
+        if spec.ranks > 1:
+            argv = [a.format(ranks=spec.ranks) for a in self._mpi_launcher] + argv
+            env = {**env, **self._mpi_env}
         try:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             with spec.log_path.open("ab") as log_file:
                 process = subprocess.Popen(
-                    spec.argv,
-                    env=spec.env,
+                    argv,
+                    env=env,
                     cwd=spec.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
@@ -65,7 +78,7 @@ class LocalScheduler:
                 )
         except (OSError, ValueError) as exc:
             raise SubmissionError(
-                f"cannot start job {spec.name}: {shlex.join(spec.argv)} (in {spec.cwd}): {exc}"
+                f"cannot start job {spec.name}: {shlex.join(argv)} (in {spec.cwd}): {exc}"
             ) from exc
         job_id = f"{next(self._serial)}-{process.pid}"
         self._live[job_id] = _Live(process)

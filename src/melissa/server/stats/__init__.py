@@ -1,9 +1,10 @@
 """Iterative statistics of the sensitivity-analysis server: a `FieldStatistics` per field and rank.
 
-Per time step and cell, the state holds only what the SAConfig selection needs (count always;
-mean and central moment sums up to `moment_order`; extrema with simulation ids; exceedance counts)
-and is updated by one fused kernel pass per incoming chunk (kernels.py). States built from disjoint
-samples merge (moments.py, extrema.py, threshold.py). Conventions: docs/statistics.md.
+Per time step and cell, the state holds only what the SAConfig selection needs (mean and central
+moment sums up to `moment_order`; extrema with simulation ids; exceedance counts), plus the sample
+counts, piecewise constant over the cells of each time step (counts.py). One fused kernel pass per
+incoming chunk updates it (kernels.py). States built from disjoint samples merge (moments.py,
+extrema.py, threshold.py). Conventions: docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import numpy as np
 
 from melissa.config.models import SAConfig
 from melissa.server.stats import extrema, kernels, moments, threshold
+from melissa.server.stats.counts import SegmentedCounts
 
 _MOMENTS = ("mean", "m2", "m3", "m4")
 _FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
 _INPUT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+_COUNT_ARRAYS = ("shape", "count_offsets", "count_starts", "count_values")
+# A merge goes segment by segment (scalar counts) while a time step has at most this many segments
+# on the union of both sides' boundaries; beyond, it expands that step's counts per cell.
+_MERGE_SEGMENTS = 32
 
 
 class FieldStatistics:
@@ -29,6 +35,8 @@ class FieldStatistics:
                 f"need nb_time_steps >= 1 and n_cells >= 0, got {nb_time_steps} and {n_cells}"
             )
         self._sa = sa
+        self._shape = (nb_time_steps, n_cells)
+        self._counts = SegmentedCounts(nb_time_steps, n_cells)
         self._state = {
             name: np.full(shape, fill, dtype)
             for name, (shape, dtype, fill) in _layout(nb_time_steps, n_cells, sa).items()
@@ -57,21 +65,30 @@ class FieldStatistics:
         if simulation_id < 0:
             raise ValueError(f"simulation id must be >= 0, got {simulation_id}")
         if data.shape[0]:
+            end = start + data.shape[0]
+            counts = self._counts
+            first, last = counts.cover(time_step, start, end)
             kernels.update(
-                data, time_step, start, simulation_id, self._sa.moment_order, *self._kernel_state
+                data, time_step, start, simulation_id, self._sa.moment_order,
+                counts.segments(time_step, first, last, end), *self._kernel_state,
             )
+            counts.increment(time_step, first, last)
 
     def merge(self, other: FieldStatistics) -> None:
         """Combine with a state of the same shape built from disjoint samples."""
         if other is self:
             raise ValueError("cannot merge a state with itself (its samples are not disjoint)")
         _check_compatible(self._state, other._state)
+        if self.shape != other.shape:
+            raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
         a, b = self._state, other._state
         names = _MOMENTS[: self._sa.moment_order]
-        merged = moments.merge(a["count"], [a[m] for m in names], b["count"], [b[m] for m in names])
-        for name, value in zip(_MOMENTS, merged):
-            a[name][...] = value
-        a["count"] += b["count"]
+        for t in range(self.shape[0]):
+            starts, n_a, n_b = self._counts.union(other._counts, t)
+            if names:
+                _merge_moments(t, starts, n_a, n_b, self._counts, [a[m] for m in names],
+                               [b[m] for m in names])
+            self._counts.set_step(t, starts, [x + y for x, y in zip(n_a, n_b)])
         for side, merge in (("minimum", extrema.merge_minimum), ("maximum", extrema.merge_maximum)):
             if side in a:
                 ids = f"{side}_simulation"
@@ -87,8 +104,8 @@ class FieldStatistics:
         "minimum_simulation", "maximum", "maximum_simulation" (time, cell; ids int64, -1 where
         count is 0); "threshold_exceedance" (threshold, time, cell) int64."""
         s, sa = self._state, self._sa
-        n = s["count"]
-        out = {"count": n.copy()}
+        n = self._counts.expand()
+        out = {"count": n}
         if sa.mean:
             out["mean"] = moments.mean(n, s["mean"])
         if sa.variance:
@@ -104,34 +121,55 @@ class FieldStatistics:
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The raw state arrays (read-only views, not copies: they change with later updates)."""
-        views = {}
+        """The raw state, all int64 or float64 arrays: "shape" [nb_time_steps, n_cells]; the
+        count segments (counts.py) as "count_offsets" (nb_time_steps + 1), "count_starts" and
+        "count_values" (one entry per segment: time step t has entries count_offsets[t] ..
+        count_offsets[t + 1] - 1); then the state arrays of the selection. All read-only. The
+        count arrays are a snapshot; the others are views, not copies, that change with later
+        updates."""
+        offsets, starts, values = self._counts.to_arrays()
+        views = {
+            "shape": np.array(self.shape, _INT), "count_offsets": offsets,
+            "count_starts": starts, "count_values": values,
+        }
         for name, array in self._state.items():
             views[name] = array.view()
-            views[name].flags.writeable = False
+        for array in views.values():
+            array.flags.writeable = False
         return views
 
     @classmethod
     def from_state_dict(cls, state: dict[str, np.ndarray], sa: SAConfig) -> FieldStatistics:
         """Rebuild from `state_dict()` output; the arrays are copied. Raises ValueError when the
-        state does not match the selection of `sa` (names, shapes, dtypes, threshold values)."""
-        if "count" not in state or np.ndim(state["count"]) != 2:
-            raise ValueError("state has no 2-D 'count' array")
-        nb_time_steps, n_cells = np.shape(state["count"])
+        state does not match the selection of `sa` (names, shapes, dtypes, threshold values) or
+        its count segments do not cover the cells of every time step."""
+        for name in _COUNT_ARRAYS:
+            if name not in state:
+                raise ValueError(f"state lacks {name!r}, which every statistics state has")
+        shape = np.asarray(state["shape"])
+        if shape.shape != (2,) or shape.dtype.kind not in "iu" or shape[0] < 1 or shape[1] < 0:
+            raise ValueError(f"state 'shape' must be [nb_time_steps >= 1, n_cells >= 0], got "
+                             f"{shape.tolist()}")
+        nb_time_steps, n_cells = (int(v) for v in shape)
         stats = cls.__new__(cls)
         stats._sa = sa
+        stats._shape = (nb_time_steps, n_cells)
+        stats._counts = SegmentedCounts.from_arrays(
+            nb_time_steps, n_cells, state["count_offsets"], state["count_starts"],
+            state["count_values"],
+        )
         stats._state = {}
-        for name, (shape, dtype, _) in _layout(nb_time_steps, n_cells, sa).items():
+        for name, (shape_, dtype, _) in _layout(nb_time_steps, n_cells, sa).items():
             if name not in state:
                 raise ValueError(f"state lacks {name!r}, which the statistics selection needs")
             array = np.asarray(state[name])
-            if array.shape != shape or array.dtype != dtype:
+            if array.shape != shape_ or array.dtype != dtype:
                 raise ValueError(
                     f"state {name!r} is {array.dtype}{list(array.shape)}, expected "
-                    f"{dtype}{list(shape)}"
+                    f"{dtype}{list(shape_)}"
                 )
             stats._state[name] = np.array(array, order="C")
-        extra = sorted(set(state) - set(stats._state))
+        extra = sorted(set(state) - set(stats._state) - set(_COUNT_ARRAYS))
         if extra:
             raise ValueError(f"state has arrays the statistics selection does not use: {extra}")
         if "thresholds" in state and list(state["thresholds"]) != list(sa.threshold_values):
@@ -145,19 +183,21 @@ class FieldStatistics:
     @property
     def shape(self) -> tuple[int, int]:
         """(nb_time_steps, n_cells)."""
-        nb_time_steps, n_cells = self._state["count"].shape
-        return nb_time_steps, n_cells
+        return self._shape
 
     @property
     def nbytes(self) -> int:
-        return sum(array.nbytes for array in self._state.values())
+        """Bytes of the state, as `state_dict()` holds it: the state arrays, and 16 bytes per
+        count segment (one per time step where the counts are the same over all cells)."""
+        nb_segments = self._counts.nb_segments
+        return (sum(array.nbytes for array in self._state.values())
+                + 8 * (2 + self.shape[0] + 1 + 2 * nb_segments))
 
     def _bind(self) -> None:
         """The kernel's state arguments, with empty arrays for what is not tracked."""
         s = self._state
         empty_f, empty_i = np.empty((0, 0), _FLOAT), np.empty((0, 0), _INT)
         self._kernel_state = (
-            s["count"],
             *(s.get(m, empty_f) for m in _MOMENTS),
             s.get("minimum", empty_f),
             s.get("minimum_simulation", empty_i),
@@ -180,9 +220,7 @@ def _layout(
 ) -> dict[str, tuple[tuple[int, ...], np.dtype, float | list[float]]]:
     """Name -> (shape, dtype, initial values) of every state array the selection needs."""
     shape = (nb_time_steps, n_cells)
-    layout: dict[str, tuple[tuple[int, ...], np.dtype, float | list[float]]] = {
-        "count": (shape, _INT, 0)
-    }
+    layout: dict[str, tuple[tuple[int, ...], np.dtype, float | list[float]]] = {}
     for name in _MOMENTS[: sa.moment_order]:
         layout[name] = (shape, _FLOAT, 0.0)
     for side, selected in (("minimum", sa.min), ("maximum", sa.max)):
@@ -207,3 +245,29 @@ def _check_compatible(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Non
             f"cannot merge exceedance counts of different thresholds: "
             f"{list(a['thresholds'])} vs {list(b['thresholds'])}"
         )
+
+
+def _merge_moments(
+    t: int, starts: list[int], n_a: list[int], n_b: list[int], counts: SegmentedCounts,
+    a: list[np.ndarray], b: list[np.ndarray],
+) -> None:
+    """Merge row t of moment arrays b into a, where the union segments starting at `starts` have
+    n_a and n_b samples: segment by segment with scalar counts (only where both sides have
+    samples), or with per-cell counts when the step has many segments."""
+    if len(starts) > _MERGE_SEGMENTS:
+        lengths = counts.lengths(t, starts)
+        per_cell_a, per_cell_b = np.repeat(n_a, lengths), np.repeat(n_b, lengths)
+        merged = moments.merge(per_cell_a, [m[t] for m in a], per_cell_b, [m[t] for m in b])
+        for array, value in zip(a, merged):
+            array[t] = value
+        return
+    for lo, hi, na, nb in zip(starts, starts[1:] + [counts.n_cells], n_a, n_b):
+        if nb == 0:
+            continue
+        if na == 0:
+            for x, y in zip(a, b):
+                x[t, lo:hi] = y[t, lo:hi]
+            continue
+        merged = moments.merge(na, [m[t, lo:hi] for m in a], nb, [m[t, lo:hi] for m in b])
+        for array, value in zip(a, merged):
+            array[t, lo:hi] = value

@@ -1,6 +1,7 @@
 """Central moments: the pairwise merge and the finalisers (conventions: docs/statistics.md).
 
-A moment state is the per-cell count n and the list [mean, M2, M3, M4][:order], M_k = Σ(x − μ)^k.
+A moment state is the count n (per cell, or one for a segment of cells) and the list
+[mean, M2, M3, M4][:order], M_k = Σ(x − μ)^k.
 The single-sample update lives in kernels.py.
 """
 
@@ -12,21 +13,42 @@ import numpy as np
 
 
 def merge(
-    n_a: np.ndarray, moments_a: Sequence[np.ndarray], n_b: np.ndarray,
+    n_a: np.ndarray | int, moments_a: Sequence[np.ndarray], n_b: np.ndarray | int,
     moments_b: Sequence[np.ndarray],
 ) -> list[np.ndarray]:
     """Moments of the union of two disjoint samples (Pébay 2008, SAND2008-6212, eq. 3.1).
 
-    The formulas of ALGORITHMS.md, written with the fractions a = nA/n and b = nB/n: where one
-    side is empty (a or b is 0) the other side comes out bit for bit, and n = 0 gives zeros.
+    n_a, n_b: the counts, per cell (arrays shaped as the moments) or one count for all the cells
+    (scalars; FieldStatistics merges segment by segment of equal counts). The formulas of
+    ALGORITHMS.md, written with the fractions a = nA/n and b = nB/n. Where one side is empty
+    (count 0) the other side comes out unchanged, bit for bit, even where it holds inf; two
+    empty sides give side A (zeros for a state that never had a sample).
     """
     if len(moments_a) != len(moments_b):
         raise ValueError(f"cannot merge moments of order {len(moments_a)} and {len(moments_b)}")
     if not moments_a:
         return []
-    na = n_a.astype(np.float64)
-    total = np.maximum(na + n_b, 1)
-    a, b = na / total, n_b / total
+    na, nb = np.asarray(n_a, np.float64), np.asarray(n_b, np.float64)
+    if na.ndim == 0 and nb.ndim == 0 and (na == 0 or nb == 0):
+        return [np.array(m, np.float64) for m in (moments_a if nb == 0 else moments_b)]
+    # inf − inf gives NaN (as in the update kernel, which does not warn either).
+    with np.errstate(invalid="ignore"):
+        merged = _merge(na, moments_a, nb, moments_b)
+    if na.ndim or nb.ndim:
+        # Per cell: an empty side contributes nothing (the formulas would turn inf into NaN).
+        merged = [
+            np.where(nb == 0, ma, np.where(na == 0, mb, m))
+            for ma, mb, m in zip(moments_a, moments_b, merged)
+        ]
+    return merged
+
+
+def _merge(
+    na: np.ndarray, moments_a: Sequence[np.ndarray], nb: np.ndarray,
+    moments_b: Sequence[np.ndarray],
+) -> list[np.ndarray]:
+    total = np.maximum(na + nb, 1)
+    a, b = na / total, nb / total
     delta = moments_b[0] - moments_a[0]
     merged = [moments_a[0] + delta * b]
     if len(moments_a) >= 2:

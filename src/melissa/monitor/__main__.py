@@ -1,0 +1,5 @@
+import sys
+
+from melissa.monitor.cli import main
+
+sys.exit(main())

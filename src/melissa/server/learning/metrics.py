@@ -1,0 +1,39 @@
+"""The training metrics table (output_dir/metrics.csv), rewritten atomically at each row so a
+reader never sees half a file and a new metric (a validation key seen late) gets its column."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+        self.columns: list[str] = []
+
+    def resume(self, last_batch: int) -> None:
+        """Continue the table of a restarted training: rows up to `last_batch` (those of the
+        checkpoint it restarts from) are kept, later ones are trained again."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            reader = csv.DictReader(f)
+            self.columns = list(reader.fieldnames or [])
+            self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in reader]
+        self.rows = [r for r in self.rows if r.get("batch", 0) <= last_batch]
+
+    def append(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        self.columns += [k for k in row if k not in self.columns]
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)

@@ -1,0 +1,298 @@
+"""The training loop: batches from the buffer, optimizer steps, validation, logs, checkpoints.
+
+It runs in the server's training thread and calls the user's hooks on the server object
+(`DeepLearningServer`): process_sample, build_model, build_optimizer, training_step,
+validation_step, on_train_start, on_validation_end, on_train_end. Ranks other than 0 train and
+validate but write nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from melissa import __version__
+from melissa.server.learning.buffers import BufferStats
+from melissa.server.learning.metrics import MetricsLog
+from melissa.server.learning.torch_distributed import Group
+
+if TYPE_CHECKING:
+    from melissa.server.learning.torch_server import DeepLearningServer
+
+log = logging.getLogger("melissa.server")
+
+_WAIT_S = 0.5  # longest wait for a batch before the ranks compare notes
+_VALIDATION_BATCH = 1024
+Pair = tuple[np.ndarray, np.ndarray]  # (x, y) of one sample, as process_sample made it
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class _Window:
+    """Training figures since the last report."""
+
+    started: float = field(default_factory=time.monotonic)
+    loss_sum: float = 0.0  # sum over samples of this rank
+    samples: int = 0  # of this rank
+
+
+class Trainer:
+    def __init__(self, server: DeepLearningServer, group: Group, device: torch.device) -> None:
+        self.server = server
+        self.dl = server.dl
+        self.group = group
+        self.device = device
+        self.paths = server.paths
+        self.writes = group.rank == 0
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.batches = 0
+        self.samples = 0  # trained on, all ranks
+        self.started = time.monotonic()
+        self.first_step_at: float | None = None  # monotonic time of the first optimizer step
+        self.last_step_at: float | None = None
+        self.validation_metrics: dict[str, float] = {}
+        self.status: dict[str, Any] = {}
+        self._val_x: list[torch.Tensor] = []
+        self._val_y: list[torch.Tensor] = []
+        self.metrics = MetricsLog(self.paths.training_metrics) if self.writes else None
+        self.writer: Any = None
+        if self.writes:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            self.writer = SummaryWriter(log_dir=str(self.paths.tensorboard))
+
+    # -- loop -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        torch.manual_seed(self.server.config.study_options.seed)
+        self.server.on_train_start()
+        window = _Window()
+        try:
+            while True:
+                # Every rank joins this sum at least every _WAIT_S, batch or not: a rank that
+                # waited for its own data here would stall the others' training, so their
+                # full buffers would block their clients and reception could never end.
+                batch = self.server.buffer.get_batch(self.dl.batch_size, timeout=_WAIT_S)
+                receiving = 0 if self.server.buffer.exhausted else 1
+                total, active = (int(v) for v in self.group.all_sum([len(batch), receiving]))
+                if total == 0:
+                    if active == 0:
+                        break  # every rank's buffer is exhausted: all stop at the same step
+                    continue  # no rank has a batch yet
+                if self.model is None:
+                    self._setup(batch)
+                    self.first_step_at = time.monotonic()
+                loss = self._step(batch, total)
+                self.last_step_at = time.monotonic()
+                self.batches += 1
+                self.samples += total
+                window.loss_sum += loss * len(batch)
+                window.samples += len(batch)
+                if self.batches % self.dl.nb_batches_update == 0:
+                    self._report(window)
+                    window = _Window()
+                if self.dl.checkpoint_interval and self.batches % self.dl.checkpoint_interval == 0:
+                    self.checkpoint()
+            if self.model is None:
+                log.warning("no training sample arrived: no model trained")
+            else:
+                if window.samples or not self.validation_metrics:
+                    self._report(window)
+                self.checkpoint()
+                log.info("training done: %d batches, %d samples in %.1f s; validation %s",
+                         self.batches, self.samples, time.monotonic() - self.started,
+                         self.validation_metrics)
+            self.server.on_train_end()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    @staticmethod
+    def _tensors(pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        y = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        return x, y
+
+    def _setup(self, batch: list[Pair]) -> None:
+        """Build model and optimizer from the first batch of the lowest rank that has one."""
+        src = self.group.all_min(self.group.rank if batch else self.group.size)
+        example = self._tensors(batch) if batch else None
+        x, y = self.group.broadcast_object(example, src)
+        model = self.server.build_model(x, y).to(self.device)
+        self.group.broadcast_module(model, src)  # identical starting weights on every rank
+        self.model = model
+        self.optimizer = self.server.build_optimizer(model)
+        if self.paths.checkpoint.exists():
+            self._restore()
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("training %s (%d parameters) on %s, %d rank(s), buffer %s of %d samples",
+                 type(model).__name__, n_params, self.device, self.group.size, self.dl.buffer,
+                 self.dl.buffer_size)
+
+    def _step(self, batch: list[Pair], total: int) -> float:
+        assert self.model is not None and self.optimizer is not None
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        if batch:
+            x, y = self._tensors(batch)
+            loss = self.server.training_step(
+                self.model, x.to(self.device, non_blocking=True),
+                y.to(self.device, non_blocking=True),
+            )
+            # Weighted by this rank's share: the summed gradient is that of the global mean.
+            (loss * (len(batch) / total)).backward()
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"training loss is {loss_value} at batch {self.batches}")
+        if self.group.size > 1:
+            self.group.all_reduce_gradients([p for p in self.model.parameters()
+                                             if p.requires_grad])
+        self.optimizer.step()
+        return loss_value
+
+    # -- validation and reports -----------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Mean of each validation_step metric over every held-out sample of every rank."""
+        assert self.model is not None
+        for x, y in self.server.validation.since(len(self._val_x)):
+            self._val_x.append(torch.from_numpy(x))
+            self._val_y.append(torch.from_numpy(y))
+        sums: dict[str, float] = {}
+        count = len(self._val_x)
+        if count:
+            self.model.eval()
+            with torch.no_grad():
+                for start in range(0, count, _VALIDATION_BATCH):
+                    x = torch.stack(self._val_x[start : start + _VALIDATION_BATCH])
+                    y = torch.stack(self._val_y[start : start + _VALIDATION_BATCH])
+                    metrics = self.server.validation_step(
+                        self.model, x.to(self.device), y.to(self.device)
+                    )
+                    for key, value in metrics.items():
+                        sums[key] = sums.get(key, 0.0) + float(value) * len(x)
+        gathered = self.group.gather_objects((sums, count))
+        n = sum(c for _, c in gathered)
+        totals: dict[str, float] = {}
+        for rank_sums, _ in gathered:
+            for key, value in rank_sums.items():
+                totals[key] = totals.get(key, 0.0) + value
+        return {k: v / n for k, v in totals.items()} if n else {}
+
+    def _report(self, window: _Window) -> None:
+        """Validate, then log the window's figures (all ranks summed) on rank 0."""
+        stats = self.server.buffer.stats()
+        sums = self.group.all_sum([
+            window.loss_sum, window.samples, stats.size, stats.capacity, stats.received,
+            stats.evicted, stats.evicted_unused, stats.served, stats.distinct_served,
+            len(self.server.validation),
+        ])
+        loss_sum, samples = sums[0], sums[1]
+        total = BufferStats(
+            capacity=int(sums[3]), size=int(sums[2]), received=int(sums[4]),
+            evicted=int(sums[5]), evicted_unused=int(sums[6]), served=int(sums[7]),
+            distinct_served=int(sums[8]),
+        )
+        metrics = self.validate()
+        self.validation_metrics = metrics
+        now = time.monotonic()
+        elapsed = max(now - window.started, 1e-9)
+        row: dict[str, float] = {
+            "batch": self.batches,
+            "samples": self.samples,
+            "wall_s": round(now - self.started, 3),
+            "loss": loss_sum / samples if samples else float("nan"),
+            "samples_per_s": samples / elapsed,
+            "buffer_fill": total.fill,
+            "buffer_received": total.received,
+            "buffer_evicted": total.evicted,
+            "buffer_evicted_unused": total.evicted_unused,
+            "buffer_reuse": total.reuse,
+            "validation_samples": int(sums[9]),
+            **{f"validation_{k}": v for k, v in metrics.items()},
+        }
+        self.status = row
+        self.server.on_validation_end(metrics)
+        if not self.writes:
+            return
+        assert self.metrics is not None
+        self.metrics.append(row)
+        for key, value in row.items():
+            if key not in ("batch", "wall_s") and math.isfinite(value):
+                self.writer.add_scalar(_tag(key), value, self.batches)
+        self.writer.flush()
+        log.info("batch %d: loss %.4g, validation %s, %.0f samples/s, buffer %.0f%% full, "
+                 "reuse %.2f", self.batches, row["loss"], metrics, row["samples_per_s"],
+                 100 * total.fill, total.reuse)
+
+    @property
+    def training_seconds(self) -> float:
+        """From the first optimizer step to the latest one."""
+        if self.first_step_at is None or self.last_step_at is None:
+            return 0.0
+        return self.last_step_at - self.first_step_at
+
+    def log_scalar(self, name: str, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(name, value, self.batches)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """A restarted server continues from the last checkpoint: weights, optimizer state,
+        counters (the buffer starts empty: samples held at the crash are not in it)."""
+        assert self.model is not None and self.optimizer is not None
+        state = torch.load(self.paths.checkpoint, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches, self.samples = int(state["batches"]), int(state["samples"])
+        self.validation_metrics = dict(state["validation"])
+        if self.metrics is not None:
+            self.metrics.resume(self.batches)
+        log.info("resumed from %s: batch %d, %d samples trained", self.paths.checkpoint,
+                 self.batches, self.samples)
+
+    def checkpoint(self) -> None:
+        """Model, optimizer and counters, atomically (temp file, fsync, rename); rank 0 only:
+        the ranks' models are identical."""
+        if not self.writes or self.model is None or self.optimizer is None:
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "melissa_version": __version__,
+            "model": self.model.state_dict(),
+            "model_config": getattr(self.model, "config", None),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches,
+            "samples": self.samples,
+            "training_s": self.training_seconds,
+            "validation": self.validation_metrics,
+            "parameter_names": self.server.parameter_names,
+            "field_names": list(self.server.config.study_options.field_names),
+            "dl_config": self.dl.model_dump(mode="json"),
+            **self.server.checkpoint_extra(),
+        }
+        path = self.paths.checkpoint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def _tag(key: str) -> str:
+    """TensorBoard tag of a metrics column: grouped as train/, validation/, buffer/."""
+    if key.startswith("validation_"):
+        return "validation/" + key.removeprefix("validation_")
+    if key.startswith("buffer_"):
+        return "buffer/" + key.removeprefix("buffer_")
+    return "train/" + key

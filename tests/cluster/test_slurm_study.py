@@ -1,0 +1,137 @@
+"""Whole studies through melissa-launcher on the live Slurm cluster: the statistics equal those
+of the local scheduler, and failed jobs (a non-zero exit, a time limit) are recorded as the
+fault model says."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.integration.conftest import run_launcher
+from tests.integration.test_heat_study import heat_config
+
+pytestmark = pytest.mark.slurm
+
+
+def test_sa_study_through_slurm_equals_the_local_run(tmp_path: Path) -> None:
+    config = heat_config()
+    config["study_options"]["parameter_sweep_size"] = 6
+    config["sa_config"]["plot_time_steps"] = []
+    (tmp_path / "local").mkdir()
+    local = run_launcher(config, tmp_path / "local")
+    assert local.returncode == 0, local.output
+
+    config["launcher_config"].update(
+        scheduler="slurm", scheduler_arg_client=["--time=5", "--comment=melissa client"],
+        scheduler_arg_server=["--time=10"])
+    (tmp_path / "slurm").mkdir()
+    slurm = run_launcher(config, tmp_path / "slurm")
+    assert slurm.returncode == 0, slurm.output
+
+    assert slurm.parameters() == local.parameters()  # same draws, all completed
+    assert {r["status"] for r in slurm.parameters()} == {"completed"}
+    with xr.open_dataset(local.output_dir / "statistics" / "temperature.nc") as expected, \
+            xr.open_dataset(slurm.output_dir / "statistics" / "temperature.nc") as got:
+        assert sorted(got.data_vars) == sorted(expected.data_vars)
+        for name in expected.data_vars:  # equal but for the order of the additions
+            np.testing.assert_allclose(got[name].values, expected[name].values, rtol=1e-12,
+                                       atol=1e-12, err_msg=name)
+    jobs = slurm.output_dir / "jobs"
+    assert sorted(p.name for p in jobs.iterdir()) == ["server.sh"] + [
+        f"simulation_{i:06d}.sh" for i in range(6)]
+    assert "#SBATCH --time=10\n" in (jobs / "server.sh").read_text()
+    script = (jobs / "simulation_000002.sh").read_text()
+    assert '#SBATCH --time=5\n#SBATCH "--comment=melissa client"\n' in script
+    assert "MELISSA_STUDY_TOKEN" not in script  # the token travels with sbatch, not in files
+    log = (slurm.output_dir / "logs" / "launcher.log").read_text()
+    assert re.search(r"simulation 5 submitted as job \d+\n", log), log
+
+
+# The simulation fails by its parameter: exits 3, or runs past its time limit (which it ends
+# at once with scontrol: Slurm's limits are whole minutes), or completes.
+SIMULATION = """
+import os, subprocess, sys, time
+import numpy as np
+import melissa.client as melissa
+p = float(sys.argv[1])
+if p < 0.3:
+    sys.exit(3)
+if p < 0.6:
+    subprocess.run(["scontrol", "update", "JobId=" + os.environ["SLURM_JOB_ID"], "EndTime=now"],
+                   check=True)
+    time.sleep(300)
+melissa.init("f", 5)
+for step in range(3):
+    melissa.send("f", np.full(5, p) + step)
+melissa.finalize()
+"""
+
+
+def monitor_once(out_dir: Path) -> str:
+    run = subprocess.run([sys.executable, "-m", "melissa.monitor", str(out_dir), "--once"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    return run.stdout + run.stderr
+
+
+def test_failed_jobs_are_recorded(tmp_path: Path) -> None:
+    (tmp_path / "sim.py").write_text(SIMULATION)
+    config: dict[str, Any] = {
+        "output_dir": "out",
+        "study_options": {"field_names": ["f"], "nb_time_steps": 3, "parameter_sweep_size": 6,
+                          "seed": 5},
+        "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
+        "sa_config": {"plot_time_steps": []},
+        "client_config": {"executable_command": f"{sys.executable} sim.py"},
+        "launcher_config": {"scheduler": "slurm", "job_limit": 6,
+                            "scheduler_arg_client": ["--time=1"]},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out_dir = tmp_path / "out"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "melissa.launcher", "-c", "config.json"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    try:
+        # While the jobs past their time limit wait for Slurm's check (up to 30 s), the monitor
+        # shows some running and some failed, all six accounted for.
+        deadline = time.monotonic() + 60
+        while True:
+            seen = monitor_once(out_dir)
+            counts = re.search(r"\(slurm, running, .*\nsimulations 6 total: (\d+) waiting "
+                               r"\(\d+ queued\), (\d+) running, (\d+) completed, (\d+) failed",
+                               seen)
+            if counts and int(counts[2]) > 0 and int(counts[4]) > 0:
+                break
+            assert launcher.poll() is None and time.monotonic() < deadline, seen
+            time.sleep(0.5)
+        assert sum(int(c) for c in counts.groups()) == 6, seen
+        assert launcher.wait(timeout=120) == 0
+    finally:
+        launcher.kill()
+        output = launcher.communicate()[0]
+    with open(out_dir / "parameters.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    p = np.array([float(r["p"]) for r in rows])
+    assert (p < 0.3).any() and ((p >= 0.3) & (p < 0.6)).any() and (p >= 0.6).any(), p
+    for pi, row in zip(p, rows):
+        if pi < 0.3:
+            assert (row["status"], row["exit_code"], row["message"]) == (
+                "failed", "3", "exited with status 3")
+        elif pi < 0.6:
+            assert row["status"] == "failed", row
+            assert row["message"].startswith("killed at its time limit (Slurm TIMEOUT): ask for "
+                                             "more with --time in launcher_config."), row
+        else:
+            assert (row["status"], row["exit_code"]) == ("completed", "0"), row
+    assert "Failed simulations" in output and "Slurm TIMEOUT" in output
