@@ -1,5 +1,6 @@
 """Server ingest throughput: K client processes stream one field to the Melissa server, which
-updates the four moments; against raw pyzmq PUSH/PULL of the same bytes, in the same run.
+updates the four moments; against raw pyzmq PUSH/PULL of the same bytes, in the same run; with
+M = 1 and 2 server ranks, and with Python and C (libmelissa) clients.
 
 Both sides use real processes and tcp://127.0.0.1. Clients connect first, then start sending at a
 common wall-clock instant; the time runs from that instant until the receiver has everything
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,32 @@ for step in range(steps):
     x[0] = step
     melissa.send("field", x)
 melissa.finalize()
+"""
+
+# The same sender in C over libmelissa (built here against the installed library with pkg-config).
+C_CLIENT = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+#include <melissa.h>
+static double now(void) { struct timeval t; gettimeofday(&t, NULL); return t.tv_sec + t.tv_usec * 1e-6; }
+int main(void) {
+    int cells = atoi(getenv("B_CELLS")), steps = atoi(getenv("B_STEPS"));
+    double start = atof(getenv("B_START"));
+    double *x = malloc(sizeof(double) * cells);
+    srand(atoi(getenv("MELISSA_SIMULATION_ID")));
+    for (int i = 0; i < cells; i++) x[i] = rand() / (double)RAND_MAX;
+    if (melissa_init_no_mpi("field", cells)) return 1;
+    if (now() > start) { fprintf(stderr, "late: raise START_DELAY_S
+"); return 1; }
+    while (now() < start) { struct timespec d = {0, 500000}; nanosleep(&d, NULL); }
+    for (int step = 0; step < steps; step++) {
+        x[0] = step;
+        if (melissa_send("field", x)) return 1;
+    }
+    return melissa_finalize();
+}
 """
 
 RAW_CLIENT = """
@@ -95,8 +123,24 @@ def run_raw(clients: int, cells: int, steps: int) -> float:
     return elapsed
 
 
+def build_c_client(workdir: Path) -> list[str] | None:
+    """Compile C_CLIENT against the venv's libmelissa; None (with a note) if it is not there."""
+    env = {**os.environ, "PKG_CONFIG_PATH": str(Path(sys.prefix) / "lib" / "pkgconfig")}
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "melissa"], env=env,
+                           capture_output=True, text=True, check=False)
+    if flags.returncode != 0 or shutil.which("cc") is None:
+        print(f"note: no C client figures (libmelissa not installed: {flags.stderr.strip()})")
+        return None
+    source, program = workdir / "sender.c", workdir / "sender"
+    source.write_text(C_CLIENT)
+    subprocess.run(["cc", "-O2", str(source), "-o", str(program), *flags.stdout.split()],
+                   check=True)
+    return [str(program)]
+
+
 def run_melissa(
-    clients: int, cells: int, steps: int, workdir: Path, server_ranks: int = 1
+    clients: int, cells: int, steps: int, workdir: Path, server_ranks: int = 1,
+    client_command: list[str] | None = None,
 ) -> tuple[float, float]:
     paths = StudyPaths(workdir / f"study_{secrets.token_hex(4)}")
     paths.make_dirs()
@@ -124,7 +168,7 @@ def run_melissa(
     channel.attach(30)
     start = time.time() + START_DELAY_S
     procs = [
-        subprocess.Popen([sys.executable, "-c", MELISSA_CLIENT], env=client_env(
+        subprocess.Popen(client_command or [sys.executable, "-c", MELISSA_CLIENT], env=client_env(
             MELISSA_SERVER=address, MELISSA_SIMULATION_ID=str(i), MELISSA_STUDY_TOKEN=token,
             B_CELLS=str(cells), B_STEPS=str(steps), B_START=repr(start)))
         for i in range(clients)
@@ -160,7 +204,9 @@ def main() -> None:
     raw_times: list[float] = []
     melissa_times: dict[int, list[float]] = {m: [] for m in args.server_ranks}
     output_times: dict[int, list[float]] = {m: [] for m in args.server_ranks}
+    c_times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        c_client = build_c_client(Path(tmp))
         for _ in range(args.repeats):  # interleaved, so that load changes hit every variant
             raw_times.append(run_raw(args.clients, args.cells, args.steps))
             for m in args.server_ranks:
@@ -168,6 +214,9 @@ def main() -> None:
                     args.clients, args.cells, args.steps, Path(tmp), server_ranks=m)
                 melissa_times[m].append(elapsed)
                 output_times[m].append(output_s)
+            if c_client:
+                c_times.append(run_melissa(args.clients, args.cells, args.steps, Path(tmp),
+                                           client_command=c_client)[0])
     raw = total_bytes / min(raw_times) / 1e9
     print(f"{args.clients} clients x {args.steps} steps x {args.cells} float64 cells "
           f"= {total_bytes / 1e6:.0f} MB per run, best of {args.repeats}, {os.cpu_count()} cores")
@@ -183,6 +232,11 @@ def main() -> None:
         figures[f"melissa_m{m}_gbps"] = round(mel, 3)
         figures[f"ratio_m{m}"] = round(mel / raw, 3)
         figures[f"output_m{m}_s"] = round(min(output_times[m]), 3)
+    if c_times:
+        mel = total_bytes / min(c_times) / 1e9
+        print(f"  melissa, 1 server rank, C clients  {mel:6.2f} GB/s   ratio {mel / raw:.2f}")
+        figures["melissa_c_clients_gbps"] = round(mel, 3)
+        figures["ratio_c_clients"] = round(mel / raw, 3)
     print(json.dumps(figures))
 
 

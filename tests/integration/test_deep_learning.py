@@ -144,8 +144,12 @@ def test_heat_surrogate_trains_online(launcher: Any) -> None:
     assert "results_written" not in run.output and str(run.output_dir / "checkpoints") in run.output
 
 
-def test_default_server_from_config_alone_with_a_fifo_buffer(launcher: Any, tmp_path: Path) -> None:
-    """No custom server: the default MLP; FIFO uses each sample exactly once."""
+@pytest.mark.parametrize("server_ranks", [1, 2])
+def test_default_server_from_config_alone_with_a_fifo_buffer(
+    launcher: Any, tmp_path: Path, server_ranks: int
+) -> None:
+    """No custom server: the default MLP; FIFO uses each sample exactly once. With 2 server
+    ranks each simulation's samples go to one rank and training is data-parallel (gloo)."""
     heat = module(HEAT_DIR / "heat.py")
     cfg = example_config(
         HEAT_DIR,
@@ -154,7 +158,7 @@ def test_default_server_from_config_alone_with_a_fifo_buffer(launcher: Any, tmp_
                    "nb_batches_update": 4, "checkpoint_interval": 0, "validation_fraction": 0.25,
                    "hidden_layers": [32], "device": "cpu"},
         client_config={"executable_command": f"python3 {HEAT_DIR / 'heat.py'} --nx 6 --ny 5 --steps 5"},
-        server_config={"server_filename": None, "server_class": None},
+        server_config={"server_filename": None, "server_class": None, "ranks": server_ranks},
     )
     run = launcher(cfg)
     assert run.returncode == 0, run.output

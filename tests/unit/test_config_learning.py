@@ -72,10 +72,6 @@ def test_dl_config_alone_is_a_training_study_and_round_trips() -> None:
          "c.json: dl_config.device: Input should be 'auto', 'cpu' or 'cuda', got \"tpu\""),
         ({"dl_config": {"batchsize": 3}},
          "c.json: dl_config.batchsize: unknown key (see melissa-launcher --print-options)"),
-        ({"dl_config": {}, "server_config": {"ranks": 2}},
-         ("c.json: (top level): dl_config with server_config.ranks > 1: training on several "
-          "server ranks needs each time step whole on one rank, which the receive path does not "
-          "route yet (docs/deep-learning.md, 'Several server ranks'); use one rank")),
         ({"server_config": {"server_class": "S"}},
          ("c.json: server_config: server_filename and server_class go together: give both or "
           "neither")),

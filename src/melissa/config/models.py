@@ -335,12 +335,6 @@ class StudyConfig(Section):
                 "sa_config and dl_config are both given: a study either computes statistics "
                 "(sa_config) or trains a surrogate (dl_config)"
             )
-        if self.dl_config is not None and self.server_config.ranks > 1:
-            raise ValueError(
-                "dl_config with server_config.ranks > 1: training on several server ranks needs "
-                "each time step whole on one rank, which the receive path does not route yet "
-                "(docs/deep-learning.md, 'Several server ranks'); use one rank"
-            )
         if self.dl_config is not None:
             size = self.study_options.parameter_sweep_size
             held_out = len(self.dl_config.validation_simulations(size))

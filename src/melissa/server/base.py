@@ -29,7 +29,6 @@ from melissa.protocol import (
     Dtype,
     Header,
     Kind,
-    cell_ranges,
     decode_header,
     decode_json,
     encode_json,
@@ -91,7 +90,8 @@ class Server:
         rank, ranks = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
         self.rank, self.ranks = rank, ranks
         self.registry = Registry(
-            config.study_options.field_names, config.study_options.nb_time_steps, rank, ranks
+            config.study_options.field_names, config.study_options.nb_time_steps, rank, ranks,
+            whole_fields=self.whole_fields,
         )
         self.bad = BadMessageLog()
         self.stats = Throughput()
@@ -108,6 +108,10 @@ class Server:
         self._rank_status: dict[int, dict[str, Any]] = {}  # rank 0: latest status of each rank
         self._finish_pending = False  # rank 0: FINISH received, not yet forwarded to all ranks
         self._finish_requested = False
+
+    # Statistics split every field over the ranks by cells; training needs whole samples, so a
+    # subclass may route each simulation's fields whole to one rank instead.
+    whole_fields = False
 
     # -- hooks ---------------------------------------------------------------------------------
     def on_hello(self, simulation_id: int, body: dict[str, Any]) -> None:
@@ -268,7 +272,7 @@ class Server:
         welcome = {
             "field_id": info.field_id,
             "endpoints": self.endpoints,
-            "ranges": cell_ranges(global_size, self.ranks),
+            "ranges": self.registry.ranges(info, header.simulation_id),
             "nb_time_steps": self.registry.nb_time_steps,
         }
         self.reply(peer, Kind.WELCOME, header, welcome)

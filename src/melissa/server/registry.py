@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from melissa.errors import ProtocolError
-from melissa.protocol import Piece, cell_range, split
+from melissa.protocol import Piece, cell_range, cell_ranges, split
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,22 @@ class SimulationProgress:
 
 
 class Registry:
+    """`whole_fields`: every simulation's fields go whole to one server rank (simulation id
+    modulo ranks), as training needs whole samples; otherwise (statistics) every rank owns a
+    contiguous cell range of every field (partition.cell_range)."""
+
     def __init__(
-        self, field_names: list[str], nb_time_steps: int, rank: int = 0, ranks: int = 1
+        self,
+        field_names: list[str],
+        nb_time_steps: int,
+        rank: int = 0,
+        ranks: int = 1,
+        whole_fields: bool = False,
     ) -> None:
         self.field_ids = {name: i for i, name in enumerate(field_names)}
         self.nb_time_steps = nb_time_steps
         self.rank, self.ranks = rank, ranks
+        self.whole_fields = whole_fields
         self.fields: dict[int, FieldInfo] = {}
         self.simulations: dict[int, SimulationProgress] = {}
 
@@ -91,7 +101,10 @@ class Registry:
         info = self.fields.get(field_id)
         new = info is None
         if info is None:
-            start, stop = cell_range(global_size, self.ranks, self.rank)
+            start, stop = (
+                (0, global_size) if self.whole_fields
+                else cell_range(global_size, self.ranks, self.rank)
+            )
             info = FieldInfo(field_id, name, global_size, shape, start, stop)
         elif info.global_size != global_size:
             raise ProtocolError(
@@ -151,7 +164,7 @@ class Registry:
                 f"time step {time_step} out of range: study_options.nb_time_steps is "
                 f"{self.nb_time_steps}"
             )
-        expected = self.expected_piece(info, *progress.declared[client_rank])
+        expected = self.expected_piece(info, simulation_id, *progress.declared[client_rank])
         if expected is None or (offset, count) != (expected.global_offset, expected.count):
             raise ProtocolError(
                 f"field {info.name!r}: chunk [{offset}, {offset + count}) is not the piece of "
@@ -164,7 +177,18 @@ class Registry:
         sim.chunks_received += 1
         return True
 
-    def expected_piece(self, info: FieldInfo, offset: int, count: int) -> Piece | None:
+    def ranges(self, info: FieldInfo, simulation_id: int) -> list[tuple[int, int]]:
+        """The cells of `info` each server rank owns, for this simulation."""
+        if not self.whole_fields:
+            return cell_ranges(info.global_size, self.ranks)
+        owner = simulation_id % self.ranks
+        return [(0, info.global_size) if r == owner else (0, 0) for r in range(self.ranks)]
+
+    def expected_piece(
+        self, info: FieldInfo, simulation_id: int, offset: int, count: int
+    ) -> Piece | None:
+        if self.whole_fields and simulation_id % self.ranks != self.rank:
+            return None
         mine = split(offset, count, [(info.start, info.stop)])
         return mine[0] if mine else None
 
@@ -193,7 +217,7 @@ class Registry:
             if client_rank not in progress.declared:
                 continue
             info = self.fields[field_id]
-            if self.expected_piece(info, *progress.declared[client_rank]) is None:
+            if self.expected_piece(info, sim.simulation_id, *progress.declared[client_rank]) is None:
                 continue  # this rank owns none of that client rank's cells
             assert progress.received is not None
             got = int(progress.received[:, client_rank].sum())

@@ -41,6 +41,8 @@ class TrainingError(MelissaError):
 
 
 class StreamingServer(Server, ABC):
+    whole_fields = True  # a simulation's samples go whole to rank (simulation id mod ranks)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         dl = self.config.dl_config

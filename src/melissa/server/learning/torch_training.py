@@ -42,6 +42,7 @@ class _Window:
     started: float = field(default_factory=time.monotonic)
     loss_sum: float = 0.0  # sum over samples of this rank
     samples: int = 0  # of this rank
+    steps: int = 0  # optimizer steps, the same on every rank (unlike samples)
 
 
 class Trainer:
@@ -96,6 +97,7 @@ class Trainer:
                 self.samples += total
                 window.loss_sum += loss * len(batch)
                 window.samples += len(batch)
+                window.steps += 1
                 if self.batches % self.dl.nb_batches_update == 0:
                     self._report(window)
                     window = _Window()
@@ -104,7 +106,8 @@ class Trainer:
             if self.model is None:
                 log.warning("no training sample arrived: no model trained")
             else:
-                if window.samples or not self.validation_metrics:
+                # Collective: decided on what every rank shares, never on this rank's samples.
+                if window.steps or not self.validation_metrics:
                     self._report(window)
                 self.checkpoint()
                 log.info("training done: %d batches, %d samples in %.1f s; validation %s",
