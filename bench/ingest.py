@@ -67,8 +67,7 @@ int main(void) {
     srand(atoi(getenv("MELISSA_SIMULATION_ID")));
     for (int i = 0; i < cells; i++) x[i] = rand() / (double)RAND_MAX;
     if (melissa_init_no_mpi("field", cells)) return 1;
-    if (now() > start) { fprintf(stderr, "late: raise START_DELAY_S
-"); return 1; }
+    if (now() > start) { fprintf(stderr, "late: raise START_DELAY_S\n"); return 1; }
     while (now() < start) { struct timespec d = {0, 500000}; nanosleep(&d, NULL); }
     for (int step = 0; step < steps; step++) {
         x[0] = step;
