@@ -88,10 +88,10 @@ def print_summary(
         console.print(fails)
         if len(failed) > 20:
             console.print(f"... and {len(failed) - 20} more (see parameters.csv)")
-    console.print(f"[bold]Results[/bold] in {output_dir}:")
-    for path in results:  # NetCDF statistics, or a trained model's checkpoint and metrics
-        console.print(f"  {'statistics' if path.suffix == '.nc' else 'training':<10}  {path}")
-    for path in plots:
-        console.print(f"  plot        {path}")
-    console.print(f"  parameters  {output_dir / 'parameters.csv'}")
-    console.print(f"  logs        {output_dir / 'logs'}")
+    # soft_wrap: a path is never broken over two lines, whatever the terminal's width.
+    console.print(f"[bold]Results[/bold] in {output_dir}:", soft_wrap=True)
+    lines = [("statistics" if p.suffix == ".nc" else "training", p) for p in results]
+    lines += [("plot", p) for p in plots]
+    lines += [("parameters", output_dir / "parameters.csv"), ("logs", output_dir / "logs")]
+    for label, path in lines:  # statistics: NetCDF; training: checkpoint and metrics
+        console.print(f"  {label:<10}  {path}", soft_wrap=True, highlight=False)
