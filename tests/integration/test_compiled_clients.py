@@ -9,7 +9,6 @@ Makefiles; see tests/compiled.py for what is needed and how a missing tool is re
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -27,8 +26,6 @@ import pytest
 import xarray as xr
 import zmq
 
-from melissa.launcher.channel import ServerChannel
-from melissa.paths import StudyPaths
 from melissa.protocol import (
     Dtype,
     Header,
@@ -50,6 +47,7 @@ from tests.compiled import (
     system_tool,
 )
 from tests.integration.test_heat_study import heat_config, offline_ensemble
+from tests.live_server import LiveServer, live_server
 
 # melissa.h error codes
 OK, ENV, ARG, ORDER, SIZE, STEPS, TIMEOUT, REFUSED, PROTOCOL, SYSTEM = range(10)
@@ -118,58 +116,15 @@ target_link_libraries(heat_fortran PRIVATE melissa::melissa_mpi MPI::MPI_Fortran
 
 # ---- a real server, started as the launcher starts it ----------------------------------------
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    paths: StudyPaths
-    address: str
-    token: bytes
-    channel: ServerChannel
-
-    def env(self, sim: int, timeout: float = 20, **extra: str) -> dict[str, str]:
-        return {**os.environ, **MPI_ENV, "MELISSA_SERVER": self.address,
-                "MELISSA_SIMULATION_ID": str(sim), "MELISSA_STUDY_TOKEN": self.token.hex(),
-                "MELISSA_TIMEOUT": str(timeout), **extra}
-
-    def finish(self) -> None:
-        self.channel.finish()
-        assert self.process.wait(timeout=60) == 0, self.paths.server_log.read_text()
-        self.channel.close()
-
-    def results(self, field: str) -> xr.Dataset:
-        return xr.open_dataset(self.paths.field_results(field))
-
-
 @contextmanager
-def server(root: Path, field: str, steps: int) -> Iterator[Server]:
-    paths = StudyPaths(root)
-    paths.make_dirs()
-    paths.study_file.write_text(json.dumps({
-        "output_dir": str(paths.root),
-        "study_options": {"field_names": [field], "nb_time_steps": steps,
-                          "parameter_sweep_size": 100},
-        "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
-        "sa_config": {"mean": True, "variance": True, "min": True, "max": True},
-        "client_config": {"executable_command": "unused"},
-    }))
-    token = secrets.token_bytes(16)
-    with open(paths.server_log, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "melissa.server", str(paths.root)],
-                                env={**os.environ, "MELISSA_STUDY_TOKEN": token.hex()},
-                                stderr=log)
-    try:
-        deadline = time.monotonic() + 30
-        while not paths.rendezvous.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                paths.server_log.read_text()
-            time.sleep(0.02)
-        address = json.loads(paths.rendezvous.read_text())["address"]
-        channel = ServerChannel(address, token)
-        channel.attach(10)
-        yield Server(proc, paths, address, token, channel)
-    finally:
-        proc.kill()
-        proc.wait()
+def server(root: Path, field: str, steps: int) -> Iterator[LiveServer]:
+    with live_server(root, field, steps,
+                     {"mean": True, "variance": True, "min": True, "max": True}) as srv:
+        yield srv
+
+
+def client_env(srv: LiveServer, sim: int, timeout: float = 20, **extra: str) -> dict[str, str]:
+    return srv.env(sim, timeout, **MPI_ENV, **extra)
 
 
 def run_ops(program: Path, ops: list[str], env: dict[str, str],
@@ -275,7 +230,7 @@ def test_mpi_clients_of_any_size_send_the_same_fields(tmp_path: Path,
         for sim, (program, ranks, zero_copy) in enumerate(runs):
             run_checked([programs.mpirun, "--oversubscribe", "-n", str(ranks), str(program),
                          *params, "--nx", str(nx), "--ny", str(ny), "--steps", str(steps)],
-                        env=srv.env(sim, MELISSA_ZERO_COPY=zero_copy), timeout=120)
+                        env=client_env(srv, sim, MELISSA_ZERO_COPY=zero_copy), timeout=120)
         srv.finish()
         ds = srv.results("temperature")
     sys.path.insert(0, str(EXAMPLES))
@@ -299,7 +254,7 @@ def test_c_api_misuse(tmp_path: Path, programs: Programs) -> None:
     with server(tmp_path / "out", "f", steps) as srv:
         calls, err = run_ops(ops, ["send:f", "finalize", "init:f:10", "init:f:10", "send:f:3",
                                    "send:f", "finalize", "finalize", "send:f", "init:g:1"],
-                             srv.env(0))
+                             client_env(srv, 0))
         assert codes(calls) == [ORDER, ORDER, OK, ORDER, OK, STEPS, OK, ORDER, ORDER, ORDER]
         for message in ['melissa_send("f") before melissa_init("f")',
                         "melissa_finalize() before melissa_init()",
@@ -314,7 +269,7 @@ def test_c_api_misuse(tmp_path: Path, programs: Programs) -> None:
         calls, err = run_ops(ops, ["initnull", "initempty", "init:f:-1", "shape:f:2x3",
                                    "init:g:10", "init:f:11", "init:f:10", "sendnull:f",
                                    "send:f:2", "finalize", "sendfloat:f", "finalize"],
-                             srv.env(1))
+                             client_env(srv, 1))
         assert codes(calls) == [ARG, ARG, ARG, REFUSED, REFUSED, REFUSED, OK, ARG, OK, STEPS,
                                 OK, OK]
         for message in ["the field name must be a non-empty string",
@@ -328,7 +283,7 @@ def test_c_api_misuse(tmp_path: Path, programs: Programs) -> None:
 
         # A wrong token is not answered: a timeout that names the likely causes.
         calls, err = run_ops(ops, ["init:f:10", "send:f", "finalize"],
-                             srv.env(2, timeout=1, MELISSA_STUDY_TOKEN="01" * 16))
+                             client_env(srv, 2, timeout=1, MELISSA_STUDY_TOKEN="01" * 16))
         assert codes(calls) == [TIMEOUT, ORDER, ORDER]
         assert calls[0][2] < 3, calls
         assert "no answer from the Melissa server at tcp://" in err
@@ -337,7 +292,7 @@ def test_c_api_misuse(tmp_path: Path, programs: Programs) -> None:
                 "MELISSA_TIMEOUT) ended the connection") in err
 
         # Zero-copy sends of float32 values, checked in the results below.
-        calls, _ = run_ops(ops, ["init:f:10", "sendfloat:f:3", "finalize"], srv.env(3))
+        calls, _ = run_ops(ops, ["init:f:10", "sendfloat:f:3", "finalize"], client_env(srv, 3))
         assert codes(calls) == [OK, OK, OK]
         srv.finish()
         ds = srv.results("f")
@@ -357,7 +312,7 @@ def test_c_client_large_sends_arrive_intact(tmp_path: Path, programs: Programs) 
         for sim, zero_copy in enumerate(["0", "1"]):
             calls, err = run_ops(programs.client_ops, [f"init:f:{cells}", f"send:f:{steps}",
                                                        "finalize"],
-                                 srv.env(sim, MELISSA_ZERO_COPY=zero_copy))
+                                 client_env(srv, sim, MELISSA_ZERO_COPY=zero_copy))
             assert codes(calls) == [OK, OK, OK], err
         srv.finish()
         ds = srv.results("f")
@@ -415,7 +370,7 @@ def test_c_client_times_out_when_the_server_dies(tmp_path: Path, programs: Progr
     with server(tmp_path / "out", "f", 3) as srv:
         proc = subprocess.Popen(
             [str(programs.client_ops), f"init:f:{cells}", "send:f", "pause", "send:f",
-             "send:f", "finalize"], env=srv.env(0, timeout=1.5, MELISSA_ZERO_COPY=zero_copy),
+             "send:f", "finalize"], env=client_env(srv, 0, timeout=1.5, MELISSA_ZERO_COPY=zero_copy),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdin is not None
@@ -439,7 +394,7 @@ def test_c_client_times_out_when_the_server_dies(tmp_path: Path, programs: Progr
 def test_fortran_api(tmp_path: Path, programs: Programs) -> None:
     cells, steps = 10, 3
     with server(tmp_path / "out", "f", steps) as srv:
-        proc = subprocess.run([str(programs.fortran_ops), "arrays"], env=srv.env(0),
+        proc = subprocess.run([str(programs.fortran_ops), "arrays"], env=client_env(srv, 0),
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert proc.stdout.splitlines() == [
@@ -450,19 +405,19 @@ def test_fortran_api(tmp_path: Path, programs: Programs) -> None:
                 "local_size=10") in proc.stderr
 
         # Without ierr, an error stops the program with the error code as exit status.
-        proc = subprocess.run([str(programs.fortran_ops), "noierr"], env=srv.env(1),
+        proc = subprocess.run([str(programs.fortran_ops), "noierr"], env=client_env(srv, 1),
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == ORDER and "not reached" not in proc.stdout
         assert 'melissa: error: melissa_send("f") before melissa_init("f")' in proc.stderr
 
-        clean = {k: v for k, v in srv.env(2).items() if not k.startswith("MELISSA_")}
+        clean = {k: v for k, v in client_env(srv, 2).items() if not k.startswith("MELISSA_")}
         proc = subprocess.run([str(programs.fortran_ops), "noenv"], env=clean,
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.stdout.splitlines() == [f"init {ENV}"], proc.stdout + proc.stderr
 
         # melissa_init with the integer communicator of `use mpi`, on 3 ranks.
         run_checked([programs.mpirun, "--oversubscribe", "-n", "3", str(programs.fortran_ops),
-                     "mpi"], env=srv.env(3), timeout=60)
+                     "mpi"], env=client_env(srv, 3), timeout=60)
         srv.finish()
         ds = srv.results("f")
     # Shape given in Fortran order [5, 2] arrives in C order (2, 5).

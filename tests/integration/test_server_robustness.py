@@ -3,15 +3,12 @@ messages between good clients: each bad message is logged once and dropped, resu
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,58 +19,23 @@ import zmq
 
 from melissa.client.session import ClientEnvironment, Session
 from melissa.errors import ClientError
-from melissa.launcher.channel import ServerChannel
-from melissa.paths import StudyPaths
 from melissa.protocol import Dtype, Header, Kind, encode_json
+from tests.live_server import LiveServer, live_server
 
 STEPS, CELLS = 3, 10
 
 
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[bytes]
-    paths: StudyPaths
-    address: str
-    token: bytes
-    channel: ServerChannel
-
+class RunningServer(LiveServer):
     def session(self, sim: int, token: bytes | None = None, timeout: float = 10.0) -> Session:
         env = ClientEnvironment(self.address, sim, token or self.token, 0, timeout)
         return Session(env)
 
-    def finish(self) -> str:
-        self.channel.finish()
-        assert self.process.wait(timeout=60) == 0
-        self.channel.close()
-        return self.paths.server_log.read_text()
-
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
-    paths = StudyPaths(tmp_path / "out")
-    paths.make_dirs()
-    paths.study_file.write_text(json.dumps({
-        "output_dir": str(paths.root),
-        "study_options": {"field_names": ["f"], "nb_time_steps": STEPS, "parameter_sweep_size": 4},
-        "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
-        "sa_config": {"mean": True, "variance": True, "max": True},
-        "client_config": {"executable_command": "unused"},
-    }))
-    token = secrets.token_bytes(16)
-    with open(paths.server_log, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "melissa.server", str(paths.root)],
-                                env={**os.environ, "MELISSA_STUDY_TOKEN": token.hex()},
-                                stderr=log)
-    deadline = time.monotonic() + 30
-    while not paths.rendezvous.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, paths.server_log.read_text()
-        time.sleep(0.02)
-    address = json.loads(paths.rendezvous.read_text())["address"]
-    channel = ServerChannel(address, token)
-    channel.attach(10)
-    yield RunningServer(proc, paths, address, token, channel)
-    proc.kill()
-    proc.wait()
+    sa = {"mean": True, "variance": True, "max": True}
+    with live_server(tmp_path / "out", "f", STEPS, sa) as live:
+        yield RunningServer(**vars(live))
 
 
 def data(sim: int, step: int) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""A real melissa-server process, started the way the launcher starts it, for tests that talk to
+the server directly (malformed messages, compiled clients against a bare server, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from melissa.launcher.channel import ServerChannel
+from melissa.paths import StudyPaths
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[bytes]
+    paths: StudyPaths
+    address: str
+    token: bytes
+    channel: ServerChannel  # attached, as the launcher's
+
+    def env(self, sim: int, timeout: float = 20, **extra: str) -> dict[str, str]:
+        """The environment the launcher gives simulation `sim`."""
+        return {**os.environ, "MELISSA_SERVER": self.address,
+                "MELISSA_SIMULATION_ID": str(sim), "MELISSA_STUDY_TOKEN": self.token.hex(),
+                "MELISSA_TIMEOUT": str(timeout), **extra}
+
+    def finish(self) -> str:
+        """FINISH as the launcher sends it; returns the server's log once it exited 0."""
+        self.channel.finish()
+        assert self.process.wait(timeout=60) == 0, self.paths.server_log.read_text()
+        self.channel.close()
+        return self.paths.server_log.read_text()
+
+    def results(self, field: str) -> xr.Dataset:
+        return xr.open_dataset(self.paths.field_results(field))
+
+
+@contextmanager
+def live_server(root: Path, field: str, steps: int, sa_config: dict[str, Any]
+                ) -> Iterator[LiveServer]:
+    paths = StudyPaths(root)
+    paths.make_dirs()
+    paths.study_file.write_text(json.dumps({
+        "output_dir": str(paths.root),
+        "study_options": {"field_names": [field], "nb_time_steps": steps,
+                          "parameter_sweep_size": 100},
+        "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
+        "sa_config": sa_config,
+        "client_config": {"executable_command": "unused"},
+    }))
+    token = secrets.token_bytes(16)
+    with open(paths.server_log, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "melissa.server", str(paths.root)],
+                                env={**os.environ, "MELISSA_STUDY_TOKEN": token.hex()},
+                                stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not paths.rendezvous.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                paths.server_log.read_text()
+            time.sleep(0.02)
+        address = json.loads(paths.rendezvous.read_text())["address"]
+        channel = ServerChannel(address, token)
+        channel.attach(10)
+        yield LiveServer(proc, paths, address, token, channel)
+    finally:
+        proc.kill()
+        proc.wait()
