@@ -5,8 +5,6 @@ fault model says."""
 from __future__ import annotations
 
 import csv
-import json
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.integration.conftest import run_launcher
+from tests.integration.conftest import run_launcher, start_launcher
 from tests.integration.test_heat_study import heat_config
 
 pytestmark = pytest.mark.slurm
@@ -68,8 +66,12 @@ p = float(sys.argv[1])
 if p < 0.3:
     sys.exit(3)
 if p < 0.6:
-    subprocess.run(["scontrol", "update", "JobId=" + os.environ["SLURM_JOB_ID"], "EndTime=now"],
-                   check=True)
+    # Retried: right after the job starts, slurmctld may still refuse the update.
+    for _ in range(20):
+        if subprocess.run(["scontrol", "update", "JobId=" + os.environ["SLURM_JOB_ID"],
+                           "EndTime=now"]).returncode == 0:
+            break
+        time.sleep(0.5)
     time.sleep(300)
 melissa.init("f", 5)
 for step in range(3):
@@ -96,12 +98,8 @@ def test_failed_jobs_are_recorded(tmp_path: Path) -> None:
         "launcher_config": {"scheduler": "slurm", "job_limit": 6,
                             "scheduler_arg_client": ["--time=1"]},
     }
-    (tmp_path / "config.json").write_text(json.dumps(config))
     out_dir = tmp_path / "out"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "melissa.launcher", "-c", "config.json"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "200"})
+    launcher = start_launcher(tmp_path, config)
     try:
         # While the jobs past their time limit wait for Slurm's check (up to 30 s), the monitor
         # shows some running and some failed, all six accounted for.

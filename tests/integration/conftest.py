@@ -41,6 +41,16 @@ def run_launcher(config: dict[str, Any], workdir: Path, *extra: str, timeout: fl
     return LauncherRun(proc.returncode, proc.stdout + proc.stderr, out_dir)
 
 
+def start_launcher(workdir: Path, config: dict[str, Any]) -> subprocess.Popen[str]:
+    """melissa-launcher in the background on workdir/config.json (for tests that watch a study
+    while it runs); stdout and stderr together in .stdout."""
+    (workdir / "config.json").write_text(json.dumps(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", "melissa.launcher", "-c", "config.json"], cwd=workdir,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+
+
 @pytest.fixture
 def launcher(tmp_path: Path):  # type: ignore[no-untyped-def]
     def run(config: dict[str, Any], *extra: str, timeout: float = 240) -> LauncherRun:

@@ -4,7 +4,6 @@ the status API refuses requests without the study token."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import start_launcher
 
 # Each simulation sends one step, then waits for the file "gate" before its last step.
 GATED = """
@@ -57,12 +58,8 @@ def test_monitor_once_shows_the_right_counts(tmp_path: Path) -> None:
         "client_config": {"executable_command": f"{sys.executable} sim.py"},
         "launcher_config": {"job_limit": 2},
     }
-    (tmp_path / "config.json").write_text(json.dumps(config))
     out_dir = tmp_path / "out"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "melissa.launcher", "-c", "config.json"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "200"})
+    launcher = start_launcher(tmp_path, config)
     try:
         text = wait_for_line(out_dir, r"1/2 chunks .*\n.*1/2 chunks")  # both sent a step
         assert "simulations 5 total: 3 waiting (0 queued), 2 running, 0 completed, 0 failed" in text

@@ -33,7 +33,7 @@ from melissa.protocol import (
     token_from_hex,
 )
 from tests.compiled import C_SOURCES, TEST_SOURCES, system_tool
-from tests.unit.test_protocol import GOLDEN_DATA, TOKEN
+from tests.unit.test_protocol import GOLDEN_DATA, TOKEN, header_strategy
 
 ENV = {"MELISSA_SERVER": "tcp://x:1", "MELISSA_SIMULATION_ID": "0",
        "MELISSA_STUDY_TOKEN": "00" * 16}
@@ -90,19 +90,7 @@ def test_hello_and_end_headers_as_the_client_sends_them(harness: Harness) -> Non
     assert hello.encode()[:8].hex() == "4d4c534101000100"
 
 
-headers = st.builds(
-    Header,
-    kind=st.sampled_from(list(Kind)),
-    token=st.binary(min_size=16, max_size=16),
-    simulation_id=st.integers(0, 2**63 - 1),
-    attempt=st.integers(0, 2**32 - 1),
-    client_rank=st.integers(0, 2**32 - 1),
-    time_step=st.integers(0, 2**32 - 1),
-    field_id=st.integers(0, 2**32 - 1),
-    offset=st.integers(0, 2**64 - 1),
-    count=st.integers(0, 2**64 - 1),
-    dtype=st.sampled_from(list(Dtype)),
-)
+headers = header_strategy(st.binary(min_size=16, max_size=16))
 
 
 @settings(max_examples=20, deadline=None)

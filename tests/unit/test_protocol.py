@@ -42,19 +42,24 @@ def test_golden_data_header() -> None:
     assert decode_header(GOLDEN_DATA, TOKEN) == header
 
 
-headers = st.builds(
-    Header,
-    kind=st.sampled_from(list(Kind)),
-    token=st.just(TOKEN),
-    simulation_id=st.integers(0, 2**63 - 1),
-    attempt=st.integers(0, 2**32 - 1),
-    client_rank=st.integers(0, 2**32 - 1),
-    time_step=st.integers(0, 2**32 - 1),
-    field_id=st.integers(0, 2**32 - 1),
-    offset=st.integers(0, 2**64 - 1),
-    count=st.integers(0, 2**64 - 1),
-    dtype=st.sampled_from(list(Dtype)),
-)
+def header_strategy(tokens: st.SearchStrategy[bytes]) -> st.SearchStrategy[Header]:
+    """Every header the format can carry (shared with the C encoder's golden tests)."""
+    return st.builds(
+        Header,
+        kind=st.sampled_from(list(Kind)),
+        token=tokens,
+        simulation_id=st.integers(0, 2**63 - 1),
+        attempt=st.integers(0, 2**32 - 1),
+        client_rank=st.integers(0, 2**32 - 1),
+        time_step=st.integers(0, 2**32 - 1),
+        field_id=st.integers(0, 2**32 - 1),
+        offset=st.integers(0, 2**64 - 1),
+        count=st.integers(0, 2**64 - 1),
+        dtype=st.sampled_from(list(Dtype)),
+    )
+
+
+headers = header_strategy(st.just(TOKEN))
 
 
 @given(headers)
