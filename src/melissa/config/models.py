@@ -14,7 +14,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 # Columns parameters.csv has besides the parameters themselves.
-RESERVED_PARAMETER_NAMES = frozenset({"simulation_id", "status", "attempts", "exit_code", "message"})
+RESERVED_PARAMETER_NAMES = frozenset(
+    {"simulation_id", "sobol_group", "sobol_member", "status", "attempts", "exit_code", "message"}
+)
 
 
 class Section(BaseModel):
@@ -26,7 +28,11 @@ class StudyOptions(Section):
         min_length=1, description="Names of the fields every simulation sends (melissa.init)."
     )
     nb_time_steps: int = Field(gt=0, description="Time steps each simulation sends per field.")
-    parameter_sweep_size: int = Field(gt=0, description="Number of simulations in the study.")
+    parameter_sweep_size: int = Field(
+        gt=0,
+        description="Number of simulations in the study; with sa_config.sobol_indices, number "
+        "of pick-freeze groups of p + 2 simulations each (p: number of parameters).",
+    )
     seed: int = Field(
         default=0, ge=0, description="Seed of the design of experiments (same seed, same draws)."
     )
@@ -103,9 +109,25 @@ class SAConfig(Section):
     threshold_values: list[float] = Field(
         default_factory=list, description="Thresholds for threshold_exceedance."
     )
+    quantiles: list[float] = Field(
+        default_factory=list,
+        description="Quantile levels in (0, 1) to estimate per cell (Robbins-Monro), e.g. "
+        "[0.05, 0.5, 0.95].",
+    )
+    sobol_indices: bool = Field(
+        default=False,
+        description="First-order and total Sobol' indices of every parameter with 95% "
+        "intervals (Martinez, pick-freeze): the study runs parameter_sweep_size groups of p + 2 "
+        "simulations. The other statistics then use the groups' A and B members.",
+    )
     plot_time_steps: list[int] | None = Field(
         default=None,
         description="Time steps to plot (default: first, middle and last). Empty list: no plots.",
+    )
+    plot_cells: list[int] | None = Field(
+        default=None,
+        description="Flat cell indices (C order) whose statistics and Sobol' indices are plotted "
+        "over time (default: the middle cell and the cell of largest variance).",
     )
 
     @model_validator(mode="after")
@@ -114,8 +136,15 @@ class SAConfig(Section):
             raise ValueError("threshold_exceedance is true but threshold_values is empty")
         if any(not math.isfinite(t) for t in self.threshold_values):
             raise ValueError("threshold_values must be finite numbers")
+        if any(not 0.0 < q < 1.0 for q in self.quantiles):
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {self.quantiles}")
+        if len(set(self.quantiles)) != len(self.quantiles):
+            raise ValueError(f"quantiles must be unique, got {self.quantiles}")
+        if any(c < 0 for c in self.plot_cells or []):
+            raise ValueError(f"plot_cells are cell indices (>= 0), got {self.plot_cells}")
         if not (self.mean or self.variance or self.skewness or self.kurtosis or self.min
-                or self.max or self.threshold_exceedance):
+                or self.max or self.threshold_exceedance or self.quantiles
+                or self.sobol_indices):
             raise ValueError("no statistic selected: set at least one of mean, variance, ...")
         return self
 
@@ -344,6 +373,18 @@ class StudyConfig(Section):
                     f"out {held_out} of the {size} simulations: none is left to train on"
                 )
         return self
+
+    @property
+    def group_size(self) -> int:
+        """Simulations per group: p + 2 (A, B, C_1..C_p) for Sobol' indices, else 1."""
+        if self.sa_config is not None and self.sa_config.sobol_indices:
+            return len(self.parameters) + 2
+        return 1
+
+    @property
+    def nb_simulations(self) -> int:
+        """Simulations the study runs at first (before any redraw)."""
+        return self.study_options.parameter_sweep_size * self.group_size
 
     @property
     def sa(self) -> SAConfig:

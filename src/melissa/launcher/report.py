@@ -9,22 +9,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from melissa.launcher.state import SimulationRecord
+from melissa.sampling import member_label
 
 
 def write_parameters_csv(
-    path: Path, names: Sequence[str], records: Sequence[SimulationRecord]
+    path: Path, names: Sequence[str], records: Sequence[SimulationRecord], group_size: int = 1
 ) -> None:
     """One row per simulation: simulation_id, each parameter, status, attempts, exit_code, message.
+    With Sobol' groups (group_size > 1: simulation id = group * group_size + member), the columns
+    sobol_group and sobol_member (A, B, C_<parameter>) follow simulation_id.
 
     Parameter values are written with repr, so float(cell) gives back the exact value. The file
     is replaced atomically: a reader sees the old or the new table, never half of one.
     """
-    rows = [_row(names, record) for record in records]
+    rows = [_row(names, record, group_size) for record in records]
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["simulation_id", *names, "status", "attempts", "exit_code", "message"])
+            group_columns = ["sobol_group", "sobol_member"] if group_size > 1 else []
+            writer.writerow(["simulation_id", *group_columns, *names, "status", "attempts",
+                             "exit_code", "message"])
             writer.writerows(rows)
             f.flush()
             os.fsync(f.fileno())
@@ -35,15 +40,20 @@ def write_parameters_csv(
         raise
 
 
-def _row(names: Sequence[str], record: SimulationRecord) -> list[str]:
+def _row(names: Sequence[str], record: SimulationRecord, group_size: int) -> list[str]:
     if len(record.parameters) != len(names):
         raise ValueError(
             f"simulation {record.simulation_id} has {len(record.parameters)} parameter values "
             f"for {len(names)} names"
         )
     exit_code = "" if record.exit_code is None else str(record.exit_code)
+    group = []
+    if group_size > 1:
+        g, member = divmod(record.simulation_id, group_size)
+        group = [str(g), member_label(member, names)]
     return [
         str(record.simulation_id),
+        *group,
         *(repr(float(value)) for value in record.parameters),
         record.status.value,
         str(record.attempts),

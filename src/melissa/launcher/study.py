@@ -6,6 +6,7 @@ COMPLETED only when the server said so (all its data arrived), whatever its exit
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -97,7 +98,8 @@ class Study:
 
         size = self.config.study_options.parameter_sweep_size
         sampler = Sampler(self.config.parameters, self.config.sampling,
-                          self.config.study_options.seed, planned_size=size)
+                          self.config.study_options.seed, planned_size=size,
+                          pick_freeze=self.config.group_size > 1)
         draws = sampler.draw(size)
         self.store = StateStore(self.paths.state_db)
         self.store.init_study(self.token_hex, json.dumps(study_json), sampler.names)
@@ -181,7 +183,7 @@ class Study:
         free = self.config.launcher_config.job_limit - len(self.running)
         if free <= 0:
             return
-        for record in self.store.simulations(SimulationStatus.PENDING)[:free]:
+        for record in self._next_submissions(free):
             try:
                 job_id = self.scheduler.submit(self.client_spec(record))
             except SubmissionError as exc:
@@ -190,6 +192,27 @@ class Study:
             self.store.mark_running(record.simulation_id, job_id)
             self.running[record.simulation_id] = _Running(job_id, time.monotonic())
             log.info("simulation %d submitted as job %s", record.simulation_id, job_id)
+
+    def _next_submissions(self, free: int) -> list[SimulationRecord]:
+        """Pending simulations to submit in `free` slots, by id. The members of a Sobol' group go
+        together: a group is submitted when all its pending members fit (so the server joins
+        them while they run, holding little), or member by member when the group is larger
+        than job_limit."""
+        assert self.store is not None
+        pending = self.store.simulations(SimulationStatus.PENDING)
+        size = self.config.group_size
+        if size == 1:
+            return pending[:free]
+        whole_groups = self.config.launcher_config.job_limit >= size
+        chosen: list[SimulationRecord] = []
+        for _, members in itertools.groupby(pending, key=lambda r: r.simulation_id // size):
+            group = list(members)
+            if len(chosen) + len(group) > free:
+                if not whole_groups:
+                    chosen += group[: free - len(chosen)]
+                break
+            chosen += group
+        return chosen
 
     def finish_simulation(
         self, sim: int, status: SimulationStatus, exit_code: int | None, message: str
@@ -258,7 +281,7 @@ class Study:
         self.start_server()
         self.phase = "running"
         interval = self.config.launcher_config.poll_interval
-        total = self.config.study_options.parameter_sweep_size
+        total = self.config.nb_simulations
         next_report = time.monotonic() + _REPORT_PERIOD_S
         while True:
             self.submit_pending()
@@ -350,6 +373,7 @@ class Study:
             self.paths.parameters_csv,
             self.store.study()["parameter_names"],
             self.store.simulations(),
+            group_size=self.config.group_size,
         )
 
     def close(self) -> None:

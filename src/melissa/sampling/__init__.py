@@ -1,4 +1,5 @@
-"""Design of experiments: draw parameter sets (random, LHS, Sobol', Halton) for a study."""
+"""Design of experiments: draw parameter sets (random, LHS, Sobol', Halton) for a study, alone or
+in pick-freeze groups for Sobol' indices."""
 
 from __future__ import annotations
 
@@ -16,12 +17,26 @@ from melissa.sampling.designs import (
 )
 from melissa.sampling.distributions import inverse_cdf
 
-__all__ = ["Sampler", "inverse_cdf"]
+__all__ = ["Sampler", "inverse_cdf", "member_label"]
+
+
+def member_label(member: int, names: Sequence[str]) -> str:
+    """Role of member `member` of a pick-freeze group: "A", "B", then "C_<parameter>"."""
+    if member == 0:
+        return "A"
+    if member == 1:
+        return "B"
+    return f"C_{names[member - 2]}"
 
 
 class Sampler:
-    """Draws parameter sets from a design, in order; stateful so that later draws (redraws after
-    failures) continue the same sequence.
+    """Draws parameter sets from a design, in order, by groups; stateful so that later draws
+    (redraws after failures) continue the same sequence.
+
+    A group is one parameter set, or with `pick_freeze` the p + 2 sets of a Sobol' pick-freeze
+    group (ALGORITHMS.md): A and B are two independent points (the design has dimension 2p: A is
+    a point's first p coordinates, B its last p), then C_k (k = 1..p) is A with its k-th value
+    taken from B. `draw(n)` returns the n groups' rows one group after the other.
 
     What holds, for every method: the same (parameters, sampling, seed, planned_size) give the
     same points, and `draw(a)` then `draw(b)` equals `draw(a + b)`. So a resumed launcher gets
@@ -43,11 +58,14 @@ class Sampler:
         seed: int,
         *,
         planned_size: int | None = None,
+        pick_freeze: bool = False,
     ) -> None:
         if not parameters:
             raise ValueError("a Sampler needs at least one parameter")
         self._parameters = list(parameters)
-        self._design = _make_design(sampling, len(parameters), seed, planned_size)
+        self._pick_freeze = pick_freeze
+        dimension = len(parameters) * (2 if pick_freeze else 1)
+        self._design = _make_design(sampling, dimension, seed, planned_size)
         self._drawn = 0
 
     @property
@@ -56,20 +74,34 @@ class Sampler:
         return [p.name for p in self._parameters]
 
     @property
+    def group_size(self) -> int:
+        """Parameter sets per group: p + 2 with pick_freeze, else 1."""
+        return len(self._parameters) + 2 if self._pick_freeze else 1
+
+    @property
     def drawn(self) -> int:
-        """Points drawn so far."""
+        """Groups drawn so far."""
         return self._drawn
 
     def draw(self, n: int) -> np.ndarray:
-        """The next n parameter sets, shape (n, len(names)), float64."""
+        """The next n groups, shape (n * group_size, len(names)), float64."""
         if n < 0:
             raise ValueError(f"cannot draw a negative number of points ({n})")
+        p = len(self._parameters)
         unit = self._design.draw(n)
         self._drawn += n
-        values = np.empty((n, len(self._parameters)), dtype=np.float64)
-        for column, parameter in enumerate(self._parameters):
-            values[:, column] = inverse_cdf(parameter, unit[:, column])
-        return values
+        values = np.empty(unit.shape, dtype=np.float64)
+        for column in range(unit.shape[1]):
+            values[:, column] = inverse_cdf(self._parameters[column % p], unit[:, column])
+        if not self._pick_freeze:
+            return values
+        a, b = values[:, :p], values[:, p:]
+        groups = np.empty((n, p + 2, p), dtype=np.float64)
+        groups[:, 0], groups[:, 1] = a, b
+        for k in range(p):
+            groups[:, 2 + k] = a
+            groups[:, 2 + k, k] = b[:, k]
+        return groups.reshape(n * (p + 2), p)
 
 
 def _make_design(
