@@ -137,18 +137,26 @@ def build_c_client(workdir: Path) -> list[str] | None:
     return [str(program)]
 
 
+MOMENTS = {"mean": True, "variance": True, "skewness": True, "kurtosis": True}
+
+
 def run_melissa(
     clients: int, cells: int, steps: int, workdir: Path, server_ranks: int = 1,
-    client_command: list[str] | None = None,
+    client_command: list[str] | None = None, sa_config: dict[str, object] = MOMENTS,
+    nb_parameters: int = 1,
 ) -> tuple[float, float]:
+    """Seconds from the common start to the last simulation_complete, and of the output phase.
+    With sa_config's sobol_indices, `clients` must be whole groups of nb_parameters + 2."""
     paths = StudyPaths(workdir / f"study_{secrets.token_hex(4)}")
     paths.make_dirs()
+    groups = clients // (nb_parameters + 2) if sa_config.get("sobol_indices") else clients
     study = {
         "output_dir": str(paths.root),
         "study_options": {"field_names": ["field"], "nb_time_steps": steps,
-                          "parameter_sweep_size": clients},
-        "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
-        "sa_config": {"mean": True, "variance": True, "skewness": True, "kurtosis": True},
+                          "parameter_sweep_size": groups},
+        "parameters": [{"name": f"p{i}", "distribution": "uniform", "low": 0, "high": 1}
+                       for i in range(nb_parameters)],
+        "sa_config": sa_config,
         "client_config": {"executable_command": "unused"},
         "server_config": {"ranks": server_ranks},
     }
@@ -178,6 +186,8 @@ def run_melissa(
             complete += event.get("event") == "simulation_complete"
         if server.poll() is not None:
             raise SystemExit(f"server died; see {paths.server_log}")
+        if any(p.poll() for p in procs):  # e.g. a client late for the start: no figure
+            raise SystemExit("a Melissa client failed (see its message above)")
     elapsed = time.time() - start
     for p in procs:
         if p.wait():

@@ -26,5 +26,9 @@ class SchedulerError(MelissaError):
     something Melissa cannot read."""
 
 
+class CheckpointError(MelissaError):
+    """A server checkpoint cannot be written, read or used (corrupt, other server layout)."""
+
+
 class StudyError(MelissaError):
     """The study as a whole failed (server died, nothing completed, ...)."""

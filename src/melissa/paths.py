@@ -37,6 +37,11 @@ class StudyPaths:
         return self.root / "launcher.json"
 
     @property
+    def job_limit(self) -> Path:
+        """Holds job_limit while the study runs; edit it to change the limit (elasticity)."""
+        return self.root / "job_limit"
+
+    @property
     def jobs(self) -> Path:
         """Batch scripts of the Slurm and OAR jobs (<job name>.sh)."""
         return self.root / "jobs"
@@ -64,17 +69,32 @@ class StudyPaths:
         return self.statistics / f"{field}.nc"
 
     @property
+    def sobol_convergence(self) -> Path:
+        """Sobol' studies: the widest 95% interval of the indices over time, one row per field
+        every few seconds (plotted as plots/sobol_convergence.png)."""
+        return self.statistics / "sobol_convergence.csv"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 
     @property
     def checkpoints(self) -> Path:
-        """Deep learning: the latest checkpoint of model, optimizer and counters."""
+        """Checkpoints: of the statistics server's ranks, or of a deep-learning model."""
         return self.root / "checkpoints"
 
     @property
     def checkpoint(self) -> Path:
+        """Deep learning: the latest checkpoint of model, optimizer and counters."""
         return self.checkpoints / "last.pt"
+
+    def server_checkpoint(self, rank: int, sequence: int) -> Path:
+        """Checkpoint number `sequence` of server rank `rank` (server/checkpoint.py)."""
+        return self.checkpoints / f"server-rank{rank:04d}-{sequence:09d}.ckpt"
+
+    def server_checkpoints(self, rank: int) -> list[Path]:
+        """Server rank `rank`'s checkpoint files, newest (highest sequence) first."""
+        return sorted(self.checkpoints.glob(f"server-rank{rank:04d}-*.ckpt"), reverse=True)
 
     @property
     def tensorboard(self) -> Path:
@@ -94,7 +114,7 @@ class StudyPaths:
         for db in self.root.glob(self.state_db.name + "*"):  # with SQLite's -wal and -shm files
             db.unlink()
         for path in (self.study_file, self.rendezvous, self.parameters_csv, self.launcher_info,
-                     self.training_metrics):
+                     self.training_metrics, self.job_limit):
             path.unlink(missing_ok=True)
 
     def make_dirs(self) -> None:

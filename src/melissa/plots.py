@@ -11,7 +11,12 @@ Output, in plots_dir, file names `<field>_<what>.png`:
   with a mean +- std band otherwise);
 - `min_max`, `skewness_kurtosis`, `threshold_exceedance` (probability = count above / count):
   the same, for the statistics present;
-- `time_series`: mean +- std (and min/max) over time at a few cells, to see the dynamics.
+- `time_series`: mean +- std (and min/max) over time at a few cells, to see the dynamics;
+- `quantiles`: the quantile estimates at the chosen time steps;
+- `sobol_first`, `sobol_total` (Sobol' studies): index maps (or profiles), a row per parameter;
+- `sobol_time_series`: first-order (with its 95% interval) and total indices of every parameter
+  over time at the chosen cells: which parameter drives the field where and when.
+`plot_convergence` draws statistics/sobol_convergence.csv (the widest interval over time).
 
 Only `matplotlib.figure.Figure` is used, never pyplot: no global figure registry to leak or to
 close, no GUI backend, safe from a server or launcher process and from threads.
@@ -28,10 +33,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-__all__ = ["default_time_steps", "plot_statistics"]
+__all__ = ["default_time_steps", "plot_convergence", "plot_statistics"]
 
 TIME = "time"
 THRESHOLD = "threshold"
+_INDEX_DIMS = ("parameter", "quantile_level")
 COUNT = "count"
 DPI = 100
 
@@ -67,12 +73,15 @@ class Row:
 
 
 def plot_statistics(
-    results_path: Path, plots_dir: Path, time_steps: Sequence[int] | None = None
+    results_path: Path, plots_dir: Path, time_steps: Sequence[int] | None = None,
+    cells: Sequence[int] | None = None,
 ) -> list[Path]:
     """Write the PNG plots of the field in `results_path` to `plots_dir`; return their paths.
 
     time_steps: indices along "time" to show (default: first, middle, last). Steps out of
-    range are skipped with a warning; an empty list writes no plot at all.
+    range are skipped with a warning; an empty list writes no plot at all. cells: flat (C
+    order) cell indices of the Sobol' time series (default: the middle cell and the cell of
+    largest variance at the last step).
     """
     results_path, plots_dir = Path(results_path), Path(plots_dir)
     if time_steps is not None and len(time_steps) == 0:
@@ -81,12 +90,14 @@ def plot_statistics(
     with xr.open_dataset(results_path) as ds:
         field = str(ds.attrs.get("field") or results_path.stem)
         stats = _statistics(ds)
-        if not stats:
+        indexed = [n for n in ("quantile", "sobol_first") if n in ds.data_vars]
+        if not stats and not indexed:
             warnings.warn(f"{results_path}: no statistic to plot", stacklevel=2)
             return []
-        space = _spatial_dims(next(iter(stats.values())))
+        reference = next(iter(stats.values())) if stats else ds[indexed[0]]
+        space = _spatial_dims(reference)
         stats = {k: _time_first(v, space) for k, v in stats.items()}
-        n_time = next(iter(stats.values())).sizes[TIME]
+        n_time = reference.sizes[TIME]
         steps = _valid_steps(time_steps, n_time, results_path)
         plots_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
@@ -99,7 +110,48 @@ def plot_statistics(
         series = _time_series_figure(stats, space, field, title_suffix)
         if series is not None:
             written.append(_save(series, plots_dir / f"{field}_time_series.png"))
+        for what, rows in _indexed_rows(ds, space).items():
+            if steps:
+                title = f"{field}: {INDEXED_TITLES[what]}{_groups_suffix(ds)}"
+                fig = _snapshot_figure(rows, steps, space, title)
+                written.append(_save(fig, plots_dir / f"{field}_{what}.png"))
+        if "sobol_first" in ds.data_vars:
+            probes = _sobol_cells(ds, space, cells, results_path)
+            fig = _sobol_series_figure(ds, space, probes, field)
+            written.append(_save(fig, plots_dir / f"{field}_sobol_time_series.png"))
     return written
+
+
+def plot_convergence(csv_path: Path, plots_dir: Path) -> Path | None:
+    """plots/sobol_convergence.png from statistics/sobol_convergence.csv: the widest 95%
+    interval of the first-order and total indices against complete groups, per field. None
+    when the file is missing or has no finite row yet."""
+    import csv
+
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    curves: dict[str, list[tuple[float, float, float]]] = {}
+    for row in rows:
+        curves.setdefault(row["field"], []).append(
+            (float(row["groups"]), float(row["widest_first"]), float(row["widest_total"])))
+    if not any(np.isfinite(v[1]) for points in curves.values() for v in points):
+        return None
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, points) in enumerate(curves.items()):
+        groups, first, total = (np.array(c) for c in zip(*points))
+        ax.plot(groups, first, "-o", color=f"C{i}", markersize=3, label=f"{name}: first order")
+        ax.plot(groups, total, "--s", color=f"C{i}", markersize=3, label=f"{name}: total")
+    ax.set_xlabel("complete groups (fewest over time steps)")
+    ax.set_ylabel("widest 95% interval over the field")
+    ax.set_title("Convergence of the Sobol' indices")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    return _save(fig, Path(plots_dir) / "sobol_convergence.png")
 
 
 def default_time_steps(n_time: int) -> list[int]:
@@ -130,7 +182,7 @@ def _ensemble_size(ds: xr.Dataset) -> str:
 
 def _spatial_dims(da: xr.DataArray) -> tuple[str, ...]:
     """Dimensions of one time step of the field: (y, x), (x,) or (cell,)."""
-    return tuple(str(d) for d in da.dims if d not in (TIME, THRESHOLD))
+    return tuple(str(d) for d in da.dims if d not in (TIME, THRESHOLD, *_INDEX_DIMS))
 
 
 def _time_first(da: xr.DataArray, space: tuple[str, ...]) -> xr.DataArray:
@@ -179,6 +231,101 @@ def _groups(ds: xr.Dataset, stats: dict[str, xr.DataArray], field: str) -> dict[
         "skewness_kurtosis": moments,
         "threshold_exceedance": _exceedance_rows(ds, stats, field),
     }
+
+
+INDEXED_TITLES = {
+    "quantiles": "quantiles",
+    "sobol_first": "first-order Sobol' indices",
+    "sobol_total": "total Sobol' indices",
+}
+
+
+def _indexed_rows(ds: xr.Dataset, space: tuple[str, ...]) -> dict[str, list[Row]]:
+    """Rows of the statistics with a leading index (quantile level, parameter), one per index."""
+    out: dict[str, list[Row]] = {}
+    if "quantile" in ds.data_vars:
+        q = ds["quantile"]
+        levels = q["quantile_level"].values if "quantile_level" in q.coords else range(len(q))
+        out["quantiles"] = [
+            Row(f"quantile {level:g}", q.isel(quantile_level=i).transpose(TIME, *space))
+            for i, level in enumerate(levels)
+        ]
+    for name in ("sobol_first", "sobol_total"):
+        if name in ds.data_vars:
+            index = ds[name]
+            out[name] = [
+                Row(f"{INDEXED_TITLES[name].split()[0]} {param}",
+                    index.isel(parameter=i).transpose(TIME, *space), cmap="plasma",
+                    limits=(0.0, 1.0))
+                for i, param in enumerate(_parameter_names(index))
+            ]
+    return out
+
+
+def _parameter_names(index: xr.DataArray) -> list[str]:
+    if "parameter" in index.coords:
+        return [str(p) for p in index["parameter"].values]
+    return [f"parameter {i}" for i in range(index.sizes["parameter"])]
+
+
+def _groups_suffix(ds: xr.Dataset) -> str:
+    """' (N groups)' in a Sobol' study, else the number of simulations."""
+    if "sobol_groups" in ds.data_vars and ds["sobol_groups"].size:
+        return f" ({int(ds['sobol_groups'].values.max())} groups)"
+    return _ensemble_size(ds)
+
+
+def _sobol_cells(
+    ds: xr.Dataset, space: tuple[str, ...], cells: Sequence[int] | None, source: Path
+) -> list[tuple[str, tuple[int, ...]]]:
+    shape = tuple(ds["sobol_first"].sizes[d] for d in space)
+    size = int(np.prod(shape))
+    if cells is not None:
+        kept = [c for c in cells if 0 <= c < size]
+        for c in sorted(set(cells) - set(kept)):
+            warnings.warn(f"{source.name}: cell {c} is out of range [0, {size - 1}], "
+                          "not plotted", stacklevel=3)
+        return [(f"cell {c}", tuple(int(i) for i in np.unravel_index(c, shape))) for c in kept]
+    probes = [("centre", tuple(n // 2 for n in shape))]
+    if "variance" in ds.data_vars:
+        last = np.asarray(ds["variance"].transpose(TIME, *space).isel({TIME: -1}).values, float)
+        if np.any(np.isfinite(last)):
+            where = tuple(int(i) for i in np.unravel_index(np.nanargmax(last), shape))
+            if where != probes[0][1]:
+                probes.append(("largest variance", where))
+    return probes
+
+
+def _sobol_series_figure(
+    ds: xr.Dataset, space: tuple[str, ...], probes: list[tuple[str, tuple[int, ...]]], field: str
+) -> Figure:
+    """Per probe cell: S_k (solid, 95% band) and ST_k (dashed) of every parameter over time."""
+    first = ds["sobol_first"].transpose("parameter", TIME, *space)
+    total = ds["sobol_total"].transpose("parameter", TIME, *space)
+    low = ds["sobol_first_low"].transpose("parameter", TIME, *space)
+    high = ds["sobol_first_high"].transpose("parameter", TIME, *space)
+    names = _parameter_names(first)
+    fig = Figure(figsize=(4.6 * max(1, len(probes)), 3.9), layout="constrained")
+    axes = fig.subplots(1, max(1, len(probes)), squeeze=False, sharey=True)[0]
+    t = _time_axis(first)
+    for ax, (label, index) in zip(axes, probes):
+        at = dict(zip(space, index, strict=True))
+        for k, name in enumerate(names):
+            color = f"C{k}"
+            cell = {"parameter": k, **at}
+            ax.plot(t, first.isel(cell).values, color=color, label=f"S {name}")
+            ax.fill_between(t, low.isel(cell).values, high.isel(cell).values, color=color,
+                            alpha=0.2, linewidth=0)
+            ax.plot(t, total.isel(cell).values, "--", color=color, label=f"ST {name}")
+        where = ", ".join(f"{d}={i}" for d, i in at.items())
+        ax.set_title(f"{label} ({where})", fontsize=9)
+        ax.set_xlabel(_time_axis_label(first))
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Sobol' index")
+    axes[0].legend(fontsize=8, ncol=2)
+    fig.suptitle(f"{field}: Sobol' indices over time (band: 95% interval of S){_groups_suffix(ds)}")
+    return fig
 
 
 def _std(variance: xr.DataArray) -> xr.DataArray:

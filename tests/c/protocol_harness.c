@@ -8,7 +8,8 @@
  *   params TEXTHEX                                  -> hex of the parameters JSON, or "error"
  *   float HEX16                                     -> the double (big-endian hex) as repr
  *   decode FRAMEHEX TOKENHEX               -> "ok KIND SIM ATTEMPT ... DTYPE" or "error WHY"
- *   welcome JSONHEX        -> "ok FIELD_ID STEPS N (ENDPOINTHEX START STOP)*" or "error WHY"
+ *   welcome JSONHEX        -> "ok FIELD_ID STEPS N (ENDPOINTHEX START STOP)*( key KEY)*" or
+ *                             "error WHY" (keys: the "public_keys" of an encrypted study)
  *   errmsg JSONHEX                                  -> hex of the decoded "error" string
  *   split OFFSET COUNT START STOP [START STOP...]   -> "RANK GLOBAL LOCAL COUNT;..." 
  *   token TEXTHEX                                   -> hex of the 16 bytes, or "error WHY" */
@@ -115,6 +116,8 @@ int main(void) {
                     else printf("-");
                     printf(" %lld %lld", (long long)w.ranges[i][0], (long long)w.ranges[i][1]);
                 }
+                for (int i = 0; w.public_keys && i < w.nb_ranks; i++)
+                    printf(" key %s", w.public_keys[i]);
                 mls_welcome_free(&w);
             }
         } else if (strcmp(cmd, "errmsg") == 0 && argc == 2) {

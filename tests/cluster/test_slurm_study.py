@@ -53,7 +53,7 @@ def test_sa_study_through_slurm_equals_the_local_run(tmp_path: Path) -> None:
     assert '#SBATCH --time=5\n#SBATCH "--comment=melissa client"\n' in script
     assert "MELISSA_STUDY_TOKEN" not in script  # the token travels with sbatch, not in files
     log = (slurm.output_dir / "logs" / "launcher.log").read_text()
-    assert re.search(r"simulation 5 submitted as job \d+\n", log), log
+    assert re.search(r"simulation 5 \(attempt 0\) submitted as job \d+\n", log), log
 
 
 # The simulation fails by its parameter: exits 3, or runs past its time limit (which it ends
@@ -95,7 +95,8 @@ def test_failed_jobs_are_recorded(tmp_path: Path) -> None:
         "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
         "sa_config": {"plot_time_steps": []},
         "client_config": {"executable_command": f"{sys.executable} sim.py"},
-        "launcher_config": {"scheduler": "slurm", "job_limit": 6,
+        # Each failure recorded as it is, not resubmitted (tests/chaos/ covers resubmission).
+        "launcher_config": {"scheduler": "slurm", "job_limit": 6, "fault_tolerance": False,
                             "scheduler_arg_client": ["--time=1"]},
     }
     out_dir = tmp_path / "out"

@@ -50,7 +50,7 @@ def config(tmp_path: Path, sims: int = 24, **launcher: Any) -> dict[str, Any]:
 
 
 def test_failures_are_reported_and_the_study_completes(launcher: Any, tmp_path: Path) -> None:
-    run = launcher(config(tmp_path))
+    run = launcher(config(tmp_path, fault_tolerance=False))  # a failed simulation stays failed
     assert run.returncode == 0, run.output
     rows = run.parameters()
     p = np.array([float(r["p"]) for r in rows])
@@ -91,7 +91,12 @@ def test_nothing_completed_is_a_failed_study(launcher: Any, tmp_path: Path) -> N
     run = launcher(cfg)
     assert run.returncode == 1
     assert "no simulation completed" in run.output
-    assert {r["status"] for r in run.parameters()} == {"failed"}
+    # Each is tried 3 times (crashes_before_redraw 2), then redrawn, at most once per group of
+    # the study (parameter_sweep_size 3): then the study gives up.
+    rows = run.parameters()
+    assert [r["status"] for r in rows] == ["redrawn"] * 3 + ["failed"] * 3
+    assert all(r["attempts"] == "3" and r["exit_code"] == "3" for r in rows), rows
+    assert "not redrawn: the study already redrew 3 groups" in rows[-1]["message"]
 
 
 def test_server_that_cannot_start(launcher: Any, tmp_path: Path) -> None:

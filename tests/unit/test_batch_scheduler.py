@@ -139,3 +139,15 @@ def test_who_cancelled(sched: Scripted, tmp_path: Path, clock: Clock) -> None:
                                                  "(a user or an administrator?)"),
         done: JobStatus(JobState.COMPLETED, 0),  # it finished before the cancel took effect
     }
+
+
+def test_adopted_jobs_are_followed(sched: Scripted, clock: Clock) -> None:
+    """A resumed launcher follows the jobs of the one before by their ids."""
+    assert sched.adopt(["41", "42"], "token") == ["41", "42"]
+    sched.states = {"41": JobStatus(JobState.RUNNING), "42": JobStatus(JobState.COMPLETED, 0)}
+    assert sched.poll(["41", "42"]) == {"41": JobStatus(JobState.RUNNING),
+                                        "42": JobStatus(JobState.COMPLETED, 0)}
+    sched.cancel(["41"])
+    sched.states["41"] = JobStatus(JobState.CANCELLED, None, "cancelled")
+    clock.now += 2
+    assert sched.poll(["41"])["41"].state == JobState.CANCELLED

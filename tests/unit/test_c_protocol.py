@@ -330,6 +330,23 @@ def test_welcome_reader_agrees_with_python_json(harness: Harness) -> None:
     assert accepted > 100  # most valid ones (those with raw lone surrogates are not UTF-8)
 
 
+def test_welcome_public_keys(harness: Harness) -> None:
+    """An encrypted study's WELCOME carries one CURVE key per server rank; anything else in
+    "public_keys" is refused, and a WELCOME without them has none."""
+    keys = ["rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"]
+    base = {"field_id": 0, "endpoints": ["tcp://a:1", "tcp://b:2"], "ranges": [[0, 3], [3, 6]],
+            "nb_time_steps": 5}
+    cases = [({**base, "public_keys": keys}, " key " + " key ".join(keys)), (base, "")]
+    bad = [keys[:1], [keys[0], 7], [keys[0], keys[1][:-1]], "x" * 40, None]
+    lines = harness([f"welcome {encode_json(w).hex()}" for w, _ in cases]
+                    + [f"welcome {encode_json({**base, 'public_keys': k}).hex()}" for k in bad])
+    for (_, tail), line in zip(cases, lines):
+        assert line.startswith("ok ") and line.endswith(tail), line
+    assert " key " not in lines[1]
+    for line in lines[len(cases):]:
+        assert line.startswith("error ") and "public" in line, line
+
+
 def test_error_reason_decoded(harness: Harness) -> None:
     reasons = ["time step 9 out of range: study_options.nb_time_steps is 5",
                "unknown field 'v': study_options.field_names is ['u']", "é😀\n\"\\"]

@@ -102,7 +102,8 @@ def test_training_figures_reach_the_monitor() -> None:
     training = {"batch": 300.0, "samples": 4800.0, "loss": 0.0123, "validation_loss": 0.02,
                 "samples_per_s": 9000.0, "buffer_fill": 0.38, "buffer_reuse": 12.6}
     snap = build_snapshot(
-        output_dir=Path("/s"), scheduler="local", state="running", elapsed_s=1.0, records=[],
+        output_dir=Path("/s"), scheduler="local", state="running", elapsed_s=1.0, job_limit=1,
+        records=[],
         running=[], server_job={}, server={"training": training}, chunks_expected=1,
         recent_mb_s=None, log_of=lambda s: Path("/s"),
     )

@@ -244,3 +244,25 @@ def test_close_kills_everything_still_running(tmp_path: Path) -> None:
 def test_negative_grace_period_is_refused() -> None:
     with pytest.raises(ValueError, match="grace_period"):
         LocalScheduler(grace_period=-1)
+
+
+def test_adopt_stops_the_jobs_of_an_earlier_launcher_of_the_study(tmp_path: Path) -> None:
+    """A resumed launcher cannot follow processes it did not start: it stops those of its study
+    (their group too), and only those (the token in their environment tells)."""
+    earlier = LocalScheduler(grace_period=GRACE_S)
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "theirs").mkdir()
+    ours = earlier.submit(python_job(tmp_path, SPAWN_GRANDCHILD_AND_SLEEP, cwd=tmp_path / "ours",
+                                     env={**os.environ, "MELISSA_STUDY_TOKEN": "ab" * 16}))
+    theirs = earlier.submit(python_job(tmp_path, SPAWN_GRANDCHILD_AND_SLEEP,
+                                       cwd=tmp_path / "theirs",
+                                       env={**os.environ, "MELISSA_STUDY_TOKEN": "cd" * 16}))
+    leader, grandchild = map(int, wait_text(tmp_path / "ours" / "pids").split())
+    other, _ = map(int, wait_text(tmp_path / "theirs" / "pids").split())
+    try:
+        resumed = LocalScheduler(grace_period=GRACE_S)
+        assert resumed.adopt([ours, theirs, "7-999999999", "garbage"], "ab" * 16) == []
+        assert wait_dead(leader) and wait_dead(grandchild)
+        assert alive(other)
+    finally:
+        earlier.close()

@@ -61,8 +61,14 @@ def test_study_record(store: StateStore) -> None:
         "created_at": 1001.0,
         "status": "created",
         "message": "",
+        "config_path": "",
+        "server_job": None,
+        "groups_drawn": 0,
     }
     store.set_study_status("failed", "the server died")
+    store.set_server_job("12-345")
+    store.set_groups_drawn(7)
+    assert (store.study()["server_job"], store.study()["groups_drawn"]) == ("12-345", 7)
     assert (store.study()["status"], store.study()["message"]) == ("failed", "the server died")
     with pytest.raises(ValueError, match="already holds a study"):
         store.init_study("cd" * 16, "{}", NAMES)
@@ -82,7 +88,9 @@ def test_add_and_list_simulations(store: StateStore) -> None:
         SimulationStatus.RUNNING: 0,
         SimulationStatus.COMPLETED: 0,
         SimulationStatus.FAILED: 0,
+        SimulationStatus.REDRAWN: 0,
     }
+    assert store.last_id() == 2
     store.mark_running(1, "job-1")
     assert [r.simulation_id for r in store.simulations(SimulationStatus.PENDING)] == [0, 2]
     assert [r.simulation_id for r in store.simulations(SimulationStatus.RUNNING)] == [1]
@@ -105,22 +113,46 @@ def test_lifecycle_with_a_restart(store: StateStore) -> None:
     assert (running.status, running.attempt, running.attempts) == (SimulationStatus.RUNNING, 0, 1)
     assert (running.job_id, running.submitted_at, running.finished_at) == ("job-a", 1002.0, None)
 
-    store.mark_finished(7, SimulationStatus.FAILED, 3, "exit status 3")
-    failed = store.simulation(7)
-    assert (failed.status, failed.exit_code, failed.message) == (SimulationStatus.FAILED, 3,
-                                                                 "exit status 3")
-    assert failed.finished_at == 1003.0
+    store.requeue(7, "attempt 0: exit status 3, resubmitted", failed=True, exit_code=3)
+    requeued = store.simulation(7)
+    assert (requeued.status, requeued.exit_code, requeued.failures) == (
+        SimulationStatus.PENDING, 3, 1)
+    assert (requeued.attempt, requeued.attempts) == (1, 1)  # MELISSA_ATTEMPT becomes 1
+    assert requeued.finished_at == 1003.0
 
-    store.mark_running(7, "job-b")  # restart: MELISSA_ATTEMPT becomes 1
+    store.mark_running(7, "job-b")
     again = store.simulation(7)
     assert (again.attempt, again.attempts, again.job_id) == (1, 2, "job-b")
     assert (again.exit_code, again.message, again.finished_at) == (None, "", None)
+    store.requeue(7, "attempt 1: preempted", failed=False)  # not a failure
+    store.mark_running(7, "job-c")
 
     store.mark_finished(7, SimulationStatus.COMPLETED, None, "")
     store.mark_finished(7, SimulationStatus.COMPLETED, 0, "exited")  # the exit code came later
     done = store.simulation(7)
     assert (done.status, done.exit_code, done.message) == (SimulationStatus.COMPLETED, 0, "exited")
+    assert (done.attempt, done.attempts, done.failures) == (2, 3, 1)
+    assert done.report == ("attempt 0: exit status 3, resubmitted; attempt 1: preempted; "
+                           "exited")
     assert store.counts()[SimulationStatus.COMPLETED] == 1
+
+
+def test_redraw_replaces_a_group_at_once(store: StateStore) -> None:
+    store.add_simulations([(i, [float(i), 0.0]) for i in range(4)])
+    store.mark_running(1, "j1")
+    store.mark_running(0, "j0")
+    store.mark_finished(0, SimulationStatus.COMPLETED, 0, "")
+    replaced = {1: "attempt 0: exit 1; redrawn as group 2", 2: "group 0 redrawn as group 2"}
+    store.redraw(replaced, [(4, [4.0, 1.0]), (5, [5.0, 1.0])], groups_drawn=3, failed=1)
+    assert [r.status.value for r in store.simulations()] == [
+        "completed", "redrawn", "redrawn", "pending", "pending", "pending"]
+    assert (store.simulation(1).failures, store.simulation(2).failures) == (1, 0)
+    assert store.simulation(2).message == "group 0 redrawn as group 2"
+    assert (store.study()["groups_drawn"], store.last_id()) == (3, 5)
+    with pytest.raises(ValueError, match="simulation 0 is completed"):  # all or nothing
+        store.redraw({3: "x", 0: "y"}, [(6, [6.0, 0.0])], groups_drawn=4, failed=3)
+    assert (store.simulation(3).status, store.last_id()) == (SimulationStatus.PENDING, 5)
+    assert store.study()["groups_drawn"] == 3
 
 
 def test_refused_submission_fails_a_pending_simulation(store: StateStore) -> None:
@@ -140,10 +172,10 @@ def test_server_completion_overrides_a_failure(store: StateStore) -> None:
 
 def test_impossible_transitions_are_refused(store: StateStore) -> None:
     store.add_simulations([(0, [1.0, 2.0]), (1, [1.0, 2.0])])
-    with pytest.raises(ValueError, match="simulation 0 is pending, expected running or failed"):
-        store.mark_finished(0, SimulationStatus.COMPLETED, 0, "")
+    with pytest.raises(ValueError, match="simulation 0 is pending, expected running"):
+        store.requeue(0, "", failed=True)
     store.mark_running(0, "j")
-    with pytest.raises(ValueError, match="simulation 0 is running, expected pending or failed"):
+    with pytest.raises(ValueError, match="simulation 0 is running, expected pending"):
         store.mark_running(0, "j2")
     with pytest.raises(ValueError, match="completed or failed, not running"):
         store.mark_finished(0, SimulationStatus.RUNNING, None, "")
@@ -210,7 +242,7 @@ def test_readers_see_commits_while_the_launcher_writes(store: StateStore) -> Non
 def test_wal_mode_and_private_file(store: StateStore) -> None:
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600  # it holds the study token
 
@@ -220,7 +252,7 @@ def test_other_schema_version_is_a_clear_error(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(StudyError, match="schema version 99, this Melissa reads version 1"):
+    with pytest.raises(StudyError, match="schema version 99, this Melissa reads version 2"):
         StateStore(path)
 
 

@@ -26,7 +26,7 @@ TOKEN = "0123456789abcdef" * 2
 
 
 def record(sim: int, status: SimulationStatus, **changes: Any) -> SimulationRecord:
-    return replace(SimulationRecord(sim, (0.5,), status, 0, None, None, "", None, None),
+    return replace(SimulationRecord(sim, (0.5,), status, 0, 0, "", None, None, "", None, None),
                    **changes)
 
 
@@ -41,7 +41,7 @@ def snapshot(elapsed_s: float = 20.0) -> dict[str, object]:
     ]
     return build_snapshot(
         output_dir=Path("/s/out"), scheduler="slurm", state="running", elapsed_s=elapsed_s,
-        records=records,
+        job_limit=3, records=records,
         running=[RunningJob(4, "14", False, 5.0), RunningJob(5, "15", True, 1.0)],
         server_job={"job_id": "10", "state": "running", "address": "tcp://n:1"},
         server={"bytes": 4_000_000, "ingest_s": 2.0, "messages": 40, "bad_messages": 1,
@@ -53,7 +53,8 @@ def snapshot(elapsed_s: float = 20.0) -> dict[str, object]:
 def test_snapshot_counts_progress_eta_and_failures() -> None:
     snap = snapshot()
     assert snap["simulations"] == {"total": 8, "pending": 2, "queued": 1, "running": 1,
-                                   "completed": 2, "failed": 2}
+                                   "completed": 2, "failed": 2, "redrawn": 0}
+    assert snap["job_limit"] == 3
     running = snap["running"]
     assert isinstance(running, list)
     assert [(j["simulation_id"], j["state"], j["fraction"]) for j in running] == [
@@ -74,6 +75,7 @@ def test_plain_and_rich_views() -> None:
     text = plain(snapshot())
     assert "simulations 8 total: 3 waiting (1 queued), 1 running, 2 completed, 2 failed" in text
     assert "progress    4/8 finished (50%), ETA 0:00:12" in text
+    assert "job_limit   3" in text
     assert "simulation 5 (job 15, queued): 0/20 chunks (0%)" in text
     assert "simulation 2 (attempt 1, exit 3): exited with status 3" in text
     assert "4.0 MB received (2.00 MB/s mean, 1.50 MB/s over the last 10 s), 1 bad messages" in text

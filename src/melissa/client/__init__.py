@@ -7,7 +7,8 @@
 
 Every error raises melissa.errors.ClientError with a message saying what to fix. The connection
 settings come from the environment the launcher sets (MELISSA_SERVER, MELISSA_SIMULATION_ID,
-MELISSA_STUDY_TOKEN, MELISSA_ATTEMPT; MELISSA_TIMEOUT, seconds, bounds every wait).
+MELISSA_STUDY_TOKEN, MELISSA_ATTEMPT; MELISSA_TIMEOUT, seconds, bounds every wait;
+MELISSA_SERVER_KEY, the server's CURVE key, when the study is encrypted).
 """
 
 from __future__ import annotations

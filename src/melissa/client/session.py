@@ -19,6 +19,7 @@ from melissa.protocol import (
     Header,
     Kind,
     Piece,
+    curve,
     decode_header,
     decode_json,
     dtype_code,
@@ -44,6 +45,8 @@ class ClientEnvironment:
     timeout_s: float
     # MELISSA_PARAMETERS: the simulation's parameter values, forwarded in HELLO (deep learning).
     parameters: dict[str, float] | None = None
+    # MELISSA_SERVER_KEY: server rank 0's CURVE public key, when the study is encrypted.
+    server_key: bytes | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClientEnvironment:
@@ -68,7 +71,19 @@ class ClientEnvironment:
             attempt=_int_env(env, "MELISSA_ATTEMPT", 0),
             timeout_s=_float_env(env, "MELISSA_TIMEOUT", DEFAULT_TIMEOUT_S),
             parameters=_parameters_env(env),
+            server_key=_server_key_env(env),
         )
+
+
+def _server_key_env(env: Mapping[str, str]) -> bytes | None:
+    text = env.get("MELISSA_SERVER_KEY")
+    if not text:
+        return None
+    try:
+        curve.require_curve("MELISSA_SERVER_KEY (an encrypted study)")
+        return curve.public_key(text, "MELISSA_SERVER_KEY")
+    except ProtocolError as exc:
+        raise ClientError(str(exc)) from None
 
 
 def _parameters_env(env: Mapping[str, str]) -> dict[str, float] | None:
@@ -134,6 +149,7 @@ class Session:
     _context: zmq.Context[Any] = field(default_factory=zmq.Context)
     _sockets: dict[int, zmq.Socket[Any]] = field(default_factory=dict)
     _endpoints: list[str] = field(default_factory=list)
+    _server_keys: list[bytes] = field(default_factory=list)  # per server rank (encrypted)
     _fields: dict[str, _Field] = field(default_factory=dict)
     _finalized: bool = False
 
@@ -146,6 +162,9 @@ class Session:
             timeout_ms = int(self.env.timeout_s * 1000)
             sock.setsockopt(zmq.SNDTIMEO, timeout_ms)  # a dead server must not block send forever
             sock.setsockopt(zmq.LINGER, timeout_ms)
+            if self.env.server_key is not None:
+                key = self.env.server_key if server_rank == 0 else self._server_keys[server_rank]
+                curve.make_client(sock, key)
             try:
                 sock.connect(address)
             except zmq.ZMQError as exc:
@@ -178,7 +197,8 @@ class Session:
             raise ClientError(
                 f"{what}: no answer from the Melissa server at {self._address(server_rank)} "
                 f"within {self.env.timeout_s:g} s (MELISSA_TIMEOUT); is the study running, "
-                "and are MELISSA_SERVER and MELISSA_STUDY_TOKEN right?"
+                "and are MELISSA_SERVER and MELISSA_STUDY_TOKEN right (and MELISSA_SERVER_KEY, "
+                "set exactly when the study is encrypted)?"
             )
         header, payload = self._decode(sock.recv_multipart(), what)
         if header.kind == Kind.ERROR:
@@ -240,12 +260,26 @@ class Session:
             raise ClientError(f"{what}: malformed WELCOME: {len(endpoints)} endpoints for "
                               f"{len(ranges)} cell ranges")
         self._endpoints = endpoints
+        self._server_keys = self._welcome_keys(welcome, len(endpoints), what)
         for server_rank in range(1, len(endpoints)):
             self._send(server_rank, frames, what)
         for server_rank in range(1, len(endpoints)):
             self._receive(server_rank, Kind.WELCOME, what)
         pieces = split(offset, local_size, ranges)
         self._fields[name] = _Field(name, field_id, local_size, pieces, nb_steps)
+
+    def _welcome_keys(self, welcome: dict[str, Any], ranks: int, what: str) -> list[bytes]:
+        """The CURVE keys of the server ranks, from WELCOME (encrypted studies only)."""
+        if self.env.server_key is None:
+            return []
+        keys = welcome.get("public_keys")
+        if not isinstance(keys, list) or len(keys) != ranks:
+            raise ClientError(f"{what}: malformed WELCOME: no public key for each of the "
+                              f"{ranks} server ranks (MELISSA_SERVER_KEY is set)")
+        try:
+            return [curve.public_key(str(k), "WELCOME public key") for k in keys]
+        except ProtocolError as exc:
+            raise ClientError(f"{what}: malformed WELCOME: {exc}") from None
 
     def send(self, name: str, data: Any) -> None:
         fld = self._fields.get(name)

@@ -39,7 +39,15 @@ class StudyOptions(Section):
     simulation_timeout: float = Field(
         default=600.0,
         gt=0,
-        description="Seconds a simulation may run before the launcher cancels it as hung.",
+        description="Seconds a simulation may go without any of its data reaching the server "
+        "(counted from its job's start) before it is cancelled as hung.",
+    )
+    crashes_before_redraw: int = Field(
+        default=2,
+        ge=0,
+        description="Times a failed simulation is resubmitted with the same parameters; at its "
+        "next failure its parameters are redrawn (for Sobol' indices, its whole group) under a "
+        "new simulation id (needs launcher_config.fault_tolerance).",
     )
 
     @field_validator("field_names")
@@ -128,6 +136,12 @@ class SAConfig(Section):
         default=None,
         description="Flat cell indices (C order) whose statistics and Sobol' indices are plotted "
         "over time (default: the middle cell and the cell of largest variance).",
+    )
+    checkpoint_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds between two checkpoints of the server's state (statistics and what "
+        "was received) in output_dir/checkpoints; 0: only when the server is stopped (SIGTERM).",
     )
 
     @model_validator(mode="after")
@@ -261,6 +275,11 @@ class ServerConfig(Section):
     max_message_bytes: int = Field(
         default=1 << 30, gt=0, description="Largest message accepted; larger ones drop the peer."
     )
+    encryption: bool = Field(
+        default=False,
+        description="Encrypt and authenticate all traffic with ZeroMQ CURVE (keys made per run; "
+        "clients get the server's key in MELISSA_SERVER_KEY). Use it off a trusted network.",
+    )
     server_filename: str | None = Field(
         default=None, min_length=1,
         description="Python file of a custom server class (relative paths: from the config file).",
@@ -320,7 +339,19 @@ class LauncherConfig(Section):
     )
     job_limit: int = Field(default=4, ge=1, description="Most simulations running at once.")
     server_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds to wait for the server to start or answer."
+        default=60.0, gt=0,
+        description="Seconds to wait for the server to start or answer; a running server silent "
+        "this long is restarted (see max_restarts).",
+    )
+    fault_tolerance: bool = Field(
+        default=True,
+        description="Resubmit failed or hung simulations (see study_options."
+        "crashes_before_redraw); false: a failed simulation stays failed.",
+    )
+    max_restarts: int = Field(
+        default=3, ge=0,
+        description="Times a dead or silent server is restarted from its latest checkpoint "
+        "before the study fails.",
     )
     poll_interval: float = Field(
         default=0.2, gt=0, description="Seconds between two scheduler polls."

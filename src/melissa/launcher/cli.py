@@ -1,4 +1,5 @@
-"""`melissa-launcher -c config.json`: run a whole study and exit 0 when it completed."""
+"""`melissa-launcher -c config.json`: run a whole study and exit 0 when it completed;
+`melissa-launcher --resume` (with -c config.json or the output directory) continues one."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 
-from melissa.config import LoadedConfig, load_config
+from melissa.config import LoadedConfig, load_config, parse_config
 from melissa.config.options import print_options
 from melissa.errors import MelissaError, StudyError
 from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.schedulers import make_scheduler
+from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
 from melissa.paths import StudyPaths
 
@@ -35,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true",
         help="replace the study already in output_dir (its results and logs are deleted)",
     )
+    parser.add_argument(
+        "--resume", nargs="?", const="", metavar="OUTPUT_DIR",
+        help="continue the study in output_dir after the launcher itself died (its config from "
+        "-c config.json, or from OUTPUT_DIR's study.db); completed simulations are kept",
+    )
     return parser
 
 
@@ -43,25 +51,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_options:
         print_options()
         return 0
-    if not args.config:
+    resume = args.resume is not None
+    if resume and args.overwrite:
+        _error("--resume continues the study in output_dir, --overwrite replaces it: give one")
+        return 2
+    if resume and args.resume and args.config:
+        _error("--resume takes the output directory or -c config.json, not both")
+        return 2
+    if not args.config and not (resume and args.resume):
         _error("give the study's config with -c config.json (see --print-options for its keys)")
         return 2
     try:
-        loaded = load_config(args.config)
+        loaded = load_config(args.config) if args.config else _stored_config(Path(args.resume))
     except MelissaError as exc:
         _error(str(exc))
         return 2
     # Log records go to logs/launcher.log only (added once the output directory exists).
     logging.getLogger("melissa").addHandler(logging.NullHandler())
-    return run_study(loaded, Console(), overwrite=args.overwrite)
+    return run_study(loaded, Console(), overwrite=args.overwrite, resume=resume)
+
+
+def _stored_config(output_dir: Path) -> LoadedConfig:
+    """The config a study in `output_dir` was started with (from its study.db)."""
+    db = StudyPaths(output_dir.resolve()).state_db
+    if not db.is_file():
+        raise StudyError(f"no Melissa study in {output_dir} (no {db.name}) to resume")
+    store = StateStore(db)
+    try:
+        info = store.study()
+    finally:
+        store.close()
+    return LoadedConfig(parse_config(info["config_json"], str(db)), Path(info["config_path"]))
 
 
 def _error(message: str) -> None:
     print(f"melissa-launcher: error: {message}", file=sys.stderr)
 
 
-def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
-    from melissa.plots import plot_statistics  # matplotlib only once there is something to plot
+def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: bool = False) -> int:
+    # matplotlib only once there is something to plot
+    from melissa.plots import plot_convergence, plot_statistics
 
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
@@ -70,9 +99,14 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
     api: StatusAPI | None = None
     try:
         study = Study(loaded, scheduler)
-        study.prepare(overwrite)
+        if not resume:
+            study.prepare(overwrite)
+        elif not study.resume():
+            console.print(f"The study in {study.paths.root} had already finished: nothing to "
+                          "resume.", soft_wrap=True)
+            return 0
         api = StatusAPI(study.board, study.token_hex, launcher_config.http_bind,
-                        launcher_config.http_port)
+                        launcher_config.http_port, study.job_limit)
         api.start(study.paths.launcher_info)
         console.print(f"Watch it with: melissa-monitor {study.paths.root}")
         with StudyDisplay(console) as display:
@@ -82,11 +116,14 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool) -> int:
         if sa is not None and sa.plot_time_steps != []:
             steps = sa.plot_time_steps
             for path in outcome.results:
-                plots += plot_statistics(path, study.paths.plots, steps)
+                plots += plot_statistics(path, study.paths.plots, steps, sa.plot_cells)
+            convergence = plot_convergence(study.paths.sobol_convergence, study.paths.plots)
+            plots += [convergence] if convergence is not None else []
         assert study.store is not None
         print_summary(
             console, study.store.simulations(), study.paths.root, outcome.results, plots,
             study.server_status, time.monotonic() - started, study.paths.simulation_log,
+            study.server_restarts,
         )
         if outcome.completed == 0:
             raise StudyError("no simulation completed: see the failed simulations above")

@@ -13,6 +13,8 @@ from typing_extensions import Self
 
 from melissa.launcher.state import SimulationRecord, SimulationStatus
 
+_MAX_FAULT_ROWS = 50  # simulations listed in the summary; parameters.csv has them all
+
 
 class StudyDisplay:
     def __init__(self, console: Console) -> None:
@@ -53,6 +55,23 @@ def _rate_mb_s(server: Mapping[str, Any]) -> float:
     return float(server.get("bytes", 0)) / elapsed / 1e6 if elapsed > 0 else 0.0
 
 
+def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of: Any) -> None:
+    """One row per simulation that failed at least once: what happened, what was done."""
+    faulty = [r for r in records if r.failures > 0 or r.status == SimulationStatus.REDRAWN]
+    if not faulty:
+        return
+    table = Table(title="Failed simulations and what was done", title_justify="left")
+    for column in ("id", "status", "attempts", "exit", "what happened", "log"):
+        table.add_column(column)
+    for r in faulty[:_MAX_FAULT_ROWS]:
+        code = "" if r.exit_code is None else str(r.exit_code)
+        table.add_row(str(r.simulation_id), r.status.value, str(r.attempts), code, r.report,
+                      str(log_of(r.simulation_id)))
+    console.print(table)
+    if len(faulty) > _MAX_FAULT_ROWS:
+        console.print(f"... and {len(faulty) - _MAX_FAULT_ROWS} more (see parameters.csv)")
+
+
 def print_summary(
     console: Console,
     records: Sequence[SimulationRecord],
@@ -62,13 +81,23 @@ def print_summary(
     server: Mapping[str, Any],
     elapsed_s: float,
     log_of: Any,
+    server_restarts: Sequence[str] = (),
 ) -> None:
+    """The study's figures, then every fault and what was done about it, then where results are."""
     completed = [r for r in records if r.status == SimulationStatus.COMPLETED]
     failed = [r for r in records if r.status == SimulationStatus.FAILED]
+    redrawn = [r for r in records if r.status == SimulationStatus.REDRAWN]
     table = Table(title="Melissa study summary", show_header=False, title_justify="left")
-    table.add_row("simulations", f"{len(records)}")
+    table.add_row("simulations", f"{len(records) - len(redrawn)}")
     table.add_row("completed", f"[green]{len(completed)}")
     table.add_row("failed", f"[red]{len(failed)}" if failed else "0")
+    if redrawn:
+        table.add_row("redrawn", f"[yellow]{len(redrawn)}")
+    failures = sum(r.failures for r in records)
+    if failures:
+        table.add_row("failed runs", str(failures))  # attempts, all simulations
+    if server_restarts:
+        table.add_row("server restarts", f"[yellow]{len(server_restarts)}")
     table.add_row("wall time", f"{elapsed_s:.1f} s")
     table.add_row(
         "data received",
@@ -78,16 +107,9 @@ def print_summary(
     if server.get("bad_messages"):
         table.add_row("bad messages dropped", str(server["bad_messages"]))
     console.print(table)
-    if failed:
-        fails = Table(title="Failed simulations", title_justify="left")
-        for column in ("id", "exit", "reason", "log"):
-            fails.add_column(column)
-        for r in failed[:20]:
-            code = "" if r.exit_code is None else str(r.exit_code)
-            fails.add_row(str(r.simulation_id), code, r.message, str(log_of(r.simulation_id)))
-        console.print(fails)
-        if len(failed) > 20:
-            console.print(f"... and {len(failed) - 20} more (see parameters.csv)")
+    _print_faults(console, records, log_of)
+    for i, reason in enumerate(server_restarts, 1):
+        console.print(f"server restart {i}: {reason}", soft_wrap=True, highlight=False)
     # soft_wrap: a path is never broken over two lines, whatever the terminal's width.
     console.print(f"[bold]Results[/bold] in {output_dir}:", soft_wrap=True)
     lines = [("statistics" if p.suffix == ".nc" else "training", p) for p in results]

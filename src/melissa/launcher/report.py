@@ -58,5 +58,5 @@ def _row(names: Sequence[str], record: SimulationRecord, group_size: int) -> lis
         record.status.value,
         str(record.attempts),
         exit_code,
-        record.message,
+        record.report,
     ]

@@ -15,14 +15,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
 from melissa.errors import StudyError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE study (
@@ -32,13 +32,19 @@ CREATE TABLE study (
     parameter_names TEXT NOT NULL,  -- JSON list
     created_at REAL NOT NULL,
     status TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    config_path TEXT NOT NULL DEFAULT '',  -- relative paths of the config are from its directory
+    server_job TEXT,  -- the latest server job
+    groups_drawn INTEGER NOT NULL DEFAULT 0  -- from the Sampler, so a resume draws the same
 );
 CREATE TABLE simulations (
     simulation_id INTEGER PRIMARY KEY,
     parameters TEXT NOT NULL,  -- JSON list of floats: repr round-trips them exactly
-    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'running', 'completed', 'failed', 'redrawn')),
     attempt INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,  -- failed attempts
+    history TEXT NOT NULL DEFAULT '',  -- what happened to earlier attempts, '; '-separated
     job_id TEXT,
     exit_code INTEGER,
     message TEXT NOT NULL DEFAULT '',
@@ -53,7 +59,8 @@ class SimulationStatus(str, enum.Enum):
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
-    FAILED = "failed"
+    FAILED = "failed"  # for good: not resubmitted
+    REDRAWN = "redrawn"  # given up; its parameters were redrawn under new ids
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,10 @@ class SimulationRecord:
     parameters: tuple[float, ...]
     status: SimulationStatus
     # MELISSA_ATTEMPT of the latest submission (of the next one while pending): 0 at first,
-    # +1 each time a failed simulation is submitted again.
+    # +1 each time the simulation is submitted again (after a failure, a preemption, ...).
     attempt: int
+    failures: int  # failed attempts
+    history: str  # what happened to earlier attempts
     job_id: str | None  # of the latest submission
     exit_code: int | None  # of the latest finished attempt
     message: str
@@ -73,7 +82,12 @@ class SimulationRecord:
     @property
     def attempts(self) -> int:
         """Submissions so far (a submission that the scheduler refused counts as one)."""
-        return 0 if self.status == SimulationStatus.PENDING else self.attempt + 1
+        return self.attempt + (self.status != SimulationStatus.PENDING)
+
+    @property
+    def report(self) -> str:
+        """Its history and the latest message, for people."""
+        return "; ".join(part for part in (self.history, self.message) if part)
 
 
 class StudyInfo(TypedDict):
@@ -83,16 +97,17 @@ class StudyInfo(TypedDict):
     created_at: float  # seconds since the epoch
     status: str  # free text chosen by the launcher; "created" after init_study
     message: str
+    config_path: str
+    server_job: str | None
+    groups_drawn: int
 
 
 _FINISHED_FROM = {
     SimulationStatus.FAILED: (SimulationStatus.PENDING, SimulationStatus.RUNNING),
-    SimulationStatus.COMPLETED: (
-        SimulationStatus.RUNNING,
-        SimulationStatus.FAILED,
-        SimulationStatus.COMPLETED,
-    ),
+    # The server's word is final, whatever the launcher thought of the simulation meanwhile.
+    SimulationStatus.COMPLETED: tuple(SimulationStatus),
 }
+_APPEND_HISTORY = "history = CASE WHEN history = '' THEN ? ELSE history || '; ' || ? END"
 
 
 class StateStore:
@@ -109,12 +124,14 @@ class StateStore:
 
     # -- study --------------------------------------------------------------------------------
 
-    def init_study(self, token_hex: str, config_json: str, parameter_names: Sequence[str]) -> None:
+    def init_study(self, token_hex: str, config_json: str, parameter_names: Sequence[str],
+                   config_path: str = "") -> None:
         """Record a new study (once per database), with status "created"."""
         try:
             self._conn.execute(
-                "INSERT INTO study VALUES (1, ?, ?, ?, ?, 'created', '')",
-                (token_hex, config_json, json.dumps(list(parameter_names)), self._clock()),
+                "INSERT INTO study VALUES (1, ?, ?, ?, ?, 'created', '', ?, NULL, 0)",
+                (token_hex, config_json, json.dumps(list(parameter_names)), self._clock(),
+                 config_path),
             )
         except sqlite3.IntegrityError:
             raise ValueError(f"{self.path} already holds a study") from None
@@ -133,18 +150,32 @@ class StateStore:
             created_at=row["created_at"],
             status=row["status"],
             message=row["message"],
+            config_path=row["config_path"],
+            server_job=row["server_job"],
+            groups_drawn=row["groups_drawn"],
         )
 
     def set_study_status(self, status: str, message: str = "") -> None:
-        if self._conn.execute(
-            "UPDATE study SET status = ?, message = ?", (status, message)
-        ).rowcount == 0:
+        self._update_study("status = ?, message = ?", (status, message))
+
+    def set_server_job(self, job_id: str) -> None:
+        self._update_study("server_job = ?", (job_id,))
+
+    def set_groups_drawn(self, groups: int) -> None:
+        self._update_study("groups_drawn = ?", (groups,))
+
+    def _update_study(self, assignments: str, values: tuple[object, ...]) -> None:
+        if self._conn.execute(f"UPDATE study SET {assignments}", values).rowcount == 0:
             raise ValueError(f"{self.path} holds no study yet: call init_study first")
 
     # -- simulations --------------------------------------------------------------------------
 
     def add_simulations(self, rows: Sequence[tuple[int, Sequence[float]]]) -> None:
         """Add pending simulations (id, parameter values in the study's order), all or none."""
+        with self._transaction():
+            self._insert(rows)
+
+    def _insert(self, rows: Sequence[tuple[int, Sequence[float]]]) -> None:
         width = len(self.study()["parameter_names"])
         values = []
         for simulation_id, parameters in rows:
@@ -155,41 +186,80 @@ class StateStore:
                 )
             values.append((simulation_id, json.dumps([float(p) for p in parameters])))
         try:
-            with self._transaction():
-                self._conn.executemany(
-                    "INSERT INTO simulations (simulation_id, parameters, status) "
-                    "VALUES (?, ?, 'pending')",
-                    values,
-                )
+            self._conn.executemany(
+                "INSERT INTO simulations (simulation_id, parameters, status) "
+                "VALUES (?, ?, 'pending')",
+                values,
+            )
         except sqlite3.IntegrityError:
             raise ValueError("a simulation id to add is already in the study") from None
 
     def mark_running(self, simulation_id: int, job_id: str) -> None:
-        """A pending simulation, or a failed one being restarted (attempt + 1), was submitted."""
+        """A pending simulation was submitted."""
         self._transition(
             simulation_id,
-            (SimulationStatus.PENDING, SimulationStatus.FAILED),
-            "attempt = attempt + (status = 'failed'), status = 'running', job_id = ?, "
-            "submitted_at = ?, exit_code = NULL, message = '', finished_at = NULL",
+            (SimulationStatus.PENDING,),
+            "status = 'running', job_id = ?, submitted_at = ?, exit_code = NULL, message = '', "
+            "finished_at = NULL",
             (job_id, self._clock()),
         )
+
+    def requeue(
+        self, simulation_id: int, note: str, *, failed: bool, exit_code: int | None = None
+    ) -> None:
+        """A running simulation goes back to pending, to be submitted again with attempt + 1:
+        after a failure (`failed`), or stopped by the launcher; or a completed one whose data a
+        restarted server no longer holds. `note` joins its history."""
+        self._transition(
+            simulation_id,
+            (SimulationStatus.RUNNING, SimulationStatus.COMPLETED),
+            f"status = 'pending', attempt = attempt + 1, failures = failures + ?, "
+            f"exit_code = ?, message = '', finished_at = ?, {_APPEND_HISTORY}",
+            (int(failed), exit_code, self._clock(), note, note),
+        )
+
+    def redraw(
+        self,
+        replaced: Mapping[int, str],
+        rows: Sequence[tuple[int, Sequence[float]]],
+        groups_drawn: int,
+        failed: int,
+        exit_code: int | None = None,
+    ) -> None:
+        """All or nothing: the pending or running simulations of `replaced` (id -> why) become
+        redrawn, the simulation `failed` counting one more failure (that ended with
+        `exit_code`); `rows` are added pending and the study has drawn `groups_drawn` groups."""
+        with self._transaction():
+            for simulation_id, message in replaced.items():
+                this = simulation_id == failed
+                self._transition(
+                    simulation_id,
+                    (SimulationStatus.PENDING, SimulationStatus.RUNNING),
+                    "status = 'redrawn', message = ?, finished_at = ?, failures = failures + ?, "
+                    "exit_code = CASE WHEN ? THEN ? ELSE exit_code END",
+                    (message, self._clock(), int(this), this, exit_code),
+                )
+            self._insert(rows)
+            self.set_groups_drawn(groups_drawn)
 
     def mark_finished(
         self, simulation_id: int, status: SimulationStatus, exit_code: int | None, message: str
     ) -> None:
         """Record how a simulation ended.
 
-        FAILED: from running, or from pending when its submission failed. COMPLETED (the server
-        has all its data, which is final): from running, from failed (the data arrived before
-        the failure was seen), or again from completed to add the job's exit code and message.
+        FAILED (for good, one more failure): from running, or from pending when its submission
+        failed. COMPLETED (the server has all its data, which is final): from any status (the
+        data arrived before a failure, a preemption or a redraw was seen), or again from
+        completed to add the job's exit code and message.
         """
         if status not in _FINISHED_FROM:
             raise ValueError(f"a simulation finishes as completed or failed, not {status.value}")
+        failed = int(status == SimulationStatus.FAILED)
         self._transition(
             simulation_id,
             _FINISHED_FROM[status],
-            "status = ?, exit_code = ?, message = ?, finished_at = ?",
-            (status.value, exit_code, message, self._clock()),
+            "status = ?, exit_code = ?, message = ?, finished_at = ?, failures = failures + ?",
+            (status.value, exit_code, message, self._clock(), failed),
         )
 
     def simulation(self, simulation_id: int) -> SimulationRecord:
@@ -210,6 +280,11 @@ class StateStore:
                 (status.value,),
             )
         return [_record(row) for row in rows]
+
+    def last_id(self) -> int:
+        """The largest simulation id (-1 while there is none)."""
+        return int(self._conn.execute(
+            "SELECT COALESCE(MAX(simulation_id), -1) FROM simulations").fetchone()[0])
 
     def counts(self) -> dict[SimulationStatus, int]:
         """Number of simulations in each status (zeros included)."""
@@ -315,6 +390,8 @@ def _record(row: sqlite3.Row) -> SimulationRecord:
         parameters=tuple(json.loads(row["parameters"])),
         status=SimulationStatus(row["status"]),
         attempt=row["attempt"],
+        failures=row["failures"],
+        history=row["history"],
         job_id=row["job_id"],
         exit_code=row["exit_code"],
         message=row["message"],

@@ -76,6 +76,7 @@ def build_snapshot(
     scheduler: str,
     state: str,
     elapsed_s: float,
+    job_limit: int,
     records: Sequence[SimulationRecord],
     running: Sequence[RunningJob],
     server_job: Mapping[str, Any],
@@ -92,13 +93,14 @@ def build_snapshot(
     chunks = {int(k): int(v) for k, v in dict(server.get("chunks_received") or {}).items()}
     progress = [_progress(job, chunks.get(job.simulation_id, 0), chunks_expected)
                 for job in sorted(running, key=lambda j: j.simulation_id)]
-    finished = counts[SimulationStatus.COMPLETED] + counts[SimulationStatus.FAILED]
+    finished = (counts[SimulationStatus.COMPLETED] + counts[SimulationStatus.FAILED]
+                + counts[SimulationStatus.REDRAWN])
     done = finished + sum(p["fraction"] for p in progress)
     remaining = len(records) - done
     eta = remaining * elapsed_s / done if done > 0 and elapsed_s > 0 else None
     ingest_s = float(server.get("ingest_s") or 0.0)
     server_bytes = int(server.get("bytes") or 0)
-    failures = sorted((r for r in records if r.status == SimulationStatus.FAILED),
+    failures = sorted((r for r in records if r.failures or r.status == SimulationStatus.FAILED),
                       key=lambda r: r.finished_at or 0.0, reverse=True)[:RECENT_FAILURES]
     return {
         "version": SNAPSHOT_VERSION,
@@ -106,6 +108,7 @@ def build_snapshot(
         "output_dir": str(output_dir),
         "scheduler": scheduler,
         "elapsed_s": round(elapsed_s, 3),
+        "job_limit": job_limit,
         "simulations": {
             "total": len(records),
             "pending": counts[SimulationStatus.PENDING],
@@ -113,6 +116,7 @@ def build_snapshot(
             "running": counts[SimulationStatus.RUNNING] - queued,
             "completed": counts[SimulationStatus.COMPLETED],
             "failed": counts[SimulationStatus.FAILED],
+            "redrawn": counts[SimulationStatus.REDRAWN],
         },
         "eta_s": None if eta is None else round(eta, 1),
         "server": {
@@ -128,7 +132,7 @@ def build_snapshot(
         "running": progress,
         "recent_failures": [
             {"simulation_id": r.simulation_id, "attempts": r.attempts, "exit_code": r.exit_code,
-             "message": r.message, "finished_at": r.finished_at,
+             "message": r.report, "finished_at": r.finished_at,
              "log": str(log_of(r.simulation_id))}
             for r in failures
         ],

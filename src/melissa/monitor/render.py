@@ -15,11 +15,12 @@ MAX_ROWS = 10  # running simulations and failures shown
 
 
 def counts(snapshot: Mapping[str, Any]) -> dict[str, int]:
-    """total, waiting (not submitted yet or queued by the scheduler), queued, running,
-    completed, failed, finished."""
+    """total (redrawn ones left out), waiting (not submitted yet or queued by the scheduler),
+    queued, running, completed, failed, redrawn, finished."""
     sims = snapshot.get("simulations") or {}
     c = {k: int(sims.get(k, 0)) for k in
-         ("total", "pending", "queued", "running", "completed", "failed")}
+         ("total", "pending", "queued", "running", "completed", "failed", "redrawn")}
+    c["total"] -= c["redrawn"]  # their replacements are counted instead
     c["waiting"] = c.pop("pending") + c["queued"]
     c["finished"] = c["completed"] + c["failed"]
     return c
@@ -35,7 +36,9 @@ def plain(snapshot: Mapping[str, Any]) -> str:
         (f"study       {snapshot.get('output_dir')} ({snapshot.get('scheduler')}, "
          f"{snapshot.get('state')}, {_duration(snapshot.get('elapsed_s'))})"),
         (f"simulations {c['total']} total: {c['waiting']} waiting ({c['queued']} queued), "
-         f"{c['running']} running, {c['completed']} completed, {c['failed']} failed"),
+         f"{c['running']} running, {c['completed']} completed, {c['failed']} failed"
+         + (f", {c['redrawn']} redrawn" if c["redrawn"] else "")),
+        f"job_limit   {snapshot.get('job_limit', 'unknown')}",
         (f"progress    {c['finished']}/{c['total']} finished ({_percent(c)}), "
          f"ETA {_duration(snapshot.get('eta_s'))}"),
         f"server      {_server(server)}",
@@ -71,7 +74,8 @@ def rich_view(snapshot: Mapping[str, Any], address: str) -> RenderableType:
                 f"{c['finished']}/{c['total']} ({_percent(c)})  "
                 f"ETA {_duration(snapshot.get('eta_s'))}")
     parts: list[RenderableType] = [
-        grid, bar, Text(f"server: {_server(snapshot.get('server') or {})}")]
+        grid, bar, Text(f"server: {_server(snapshot.get('server') or {})}"),
+        Text(f"job_limit: {snapshot.get('job_limit', 'unknown')}")]
     training = (snapshot.get("server") or {}).get("training")
     if training:
         parts.append(Text(f"training: {_training(training)}"))

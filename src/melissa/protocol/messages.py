@@ -44,6 +44,7 @@ class Kind(enum.IntEnum):
     FINISH = 17  # launcher -> server rank 0: no more simulations; write results and exit
     EVENT = 18  # server rank 0 -> launcher: progress and completion events (JSON)
     RANK_EVENT = 19  # server rank r > 0 -> rank 0: completion and status of rank r (JSON)
+    ABANDON = 20  # launcher -> rank 0 -> every rank: never accept these simulations again (JSON)
 
 
 class Dtype(enum.IntEnum):

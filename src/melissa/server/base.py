@@ -4,6 +4,12 @@ A concrete server (sensitivity analysis, deep learning) subclasses `Server` and 
 `on_field` (a field's size became known), `on_data` (a new, validated chunk) and `on_finish`
 (write results); `on_hello` sees a HELLO's optional keys (deep learning reads the simulation's
 parameters there). Everything about the wire and about exactly-once delivery lives here.
+
+Faults: a statistics server checkpoints its whole state (the registry, and what its subclass
+returns from `checkpoint_state`) every sa_config.checkpoint_interval seconds and when stopped
+(`stop`, SIGTERM), always between two messages, and `restore_checkpoint` brings it back on start.
+Rank 0 reports simulations silent on every rank (silence.py) and applies the launcher's ABANDON
+on every rank (`on_abandon` frees what a subclass holds for them).
 """
 
 from __future__ import annotations
@@ -22,25 +28,30 @@ import numpy as np
 import zmq
 
 from melissa.config import StudyConfig
-from melissa.errors import ProtocolError
+from melissa.errors import CheckpointError, ProtocolError
 from melissa.paths import StudyPaths
 from melissa.protocol import (
     HEADER_SIZE,
     Dtype,
     Header,
     Kind,
+    curve,
     decode_header,
     decode_json,
     encode_json,
     numpy_dtype,
 )
+from melissa.server.checkpoint import Checkpoint, latest_checkpoint, next_sequence, write_checkpoint
 from melissa.server.registry import FieldInfo, Registry
+from melissa.server.silence import SilenceWatch
 
 log = logging.getLogger("melissa.server")
 
 _STATUS_PERIOD_S = 1.0
 _MAX_BAD_MESSAGE_LINES = 1000  # beyond this, bad messages are only counted (a flood must not fill the disk)
 _BATCH = 256  # messages handled between two checks of timers
+_REGISTRY = "registry/"  # prefix of the registry's arrays in a checkpoint
+_STATE_KINDS = frozenset({Kind.HELLO, Kind.DATA, Kind.END, Kind.ABANDON})  # may change the state
 
 
 def _rank_identity(rank: int) -> bytes:
@@ -100,6 +111,11 @@ class Server:
         self.router.setsockopt(zmq.MAXMSGSIZE, config.server_config.max_message_bytes)
         self.router.setsockopt(zmq.LINGER, 2000)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
+        # server_config.encryption: this rank's CURVE public key (Z85), and every rank's.
+        self.public_key = (
+            curve.make_server(self.router) if config.server_config.encryption else None
+        )
+        self.public_keys: list[bytes] = []
         self.launcher: bytes | None = None
         self.endpoint = ""
         self.endpoints: list[str] = []  # of every rank, in rank order
@@ -108,6 +124,15 @@ class Server:
         self._rank_status: dict[int, dict[str, Any]] = {}  # rank 0: latest status of each rank
         self._finish_pending = False  # rank 0: FINISH received, not yet forwarded to all ranks
         self._finish_requested = False
+        self._to_ranks: list[list[bytes]] = []  # rank 0: held until every rank's channel is up
+        self.silence = SilenceWatch(config.study_options.simulation_timeout)
+        # Statistics servers checkpoint their whole state (checkpoint.py) and restore it on
+        # start; deep-learning servers keep their own checkpoints of model and optimizer.
+        self.checkpointing = config.sa_config is not None
+        self._checkpoint_sequence = 0
+        self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
+        self.stop_reason: str | None = None  # set by `stop`
+        self._changed = False  # a message may have changed the state since the last checkpoint
 
     # Statistics split every field over the ranks by cells; training needs whole samples, so a
     # subclass may route each simulation's fields whole to one rank instead.
@@ -130,6 +155,17 @@ class Server:
         """All simulations are done: write the results; returns the files written."""
         return []
 
+    def on_abandon(self, simulation_ids: list[int]) -> None:
+        """The launcher gave up on these simulations: free what is held for them."""
+
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """This server's state as named arrays for a checkpoint, taken between two messages
+        (names must not start with "registry/": the base class saves the registry there)."""
+        return {}
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None:
+        """Rebuild the state from `checkpoint_state()` output (read-only arrays: copy them)."""
+
     # -- lifecycle -----------------------------------------------------------------------------
     def bind(self) -> str:
         cfg = self.config.server_config
@@ -146,13 +182,20 @@ class Server:
             endpoint = endpoint.replace("0.0.0.0", socket.getfqdn(), 1)
         self.endpoint = endpoint
         self.endpoints = self.comm.allgather(endpoint) if self.comm is not None else [endpoint]
+        if self.public_key is not None:
+            self.public_keys = (
+                self.comm.allgather(self.public_key) if self.comm is not None else [self.public_key]
+            )
         return endpoint
 
     def write_rendezvous(self) -> None:
         """Publish rank 0's address atomically: the launcher polls for this file."""
         path = self.paths.rendezvous
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"address": self.endpoint, "pid": os.getpid()}))
+        rendezvous: dict[str, Any] = {"address": self.endpoint, "pid": os.getpid()}
+        if self.public_key is not None:
+            rendezvous["public_key"] = self.public_key.decode()  # MELISSA_SERVER_KEY
+        tmp.write_text(json.dumps(rendezvous))
         os.replace(tmp, path)
 
     def run(self) -> list[Path]:
@@ -166,12 +209,17 @@ class Server:
             self.up = self.context.socket(zmq.DEALER)
             self.up.setsockopt(zmq.ROUTING_ID, _rank_identity(self.rank))
             self.up.setsockopt(zmq.LINGER, 2000)
+            if self.public_key is not None:
+                curve.make_client(self.up, self.public_keys[0])
             self.up.connect(self.endpoints[0])
             poller.register(self.up, zmq.POLLIN)
             self.emit_status(time.monotonic())  # introduces this rank to rank 0
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
         next_status = time.monotonic() + _STATUS_PERIOD_S
-        while not self._finish_requested:
+        interval = self.config.sa_config.checkpoint_interval if self.config.sa_config else 0.0
+        periodic = self.checkpointing and interval > 0
+        next_checkpoint = time.monotonic() + interval if periodic else float("inf")
+        while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
                 if sock is self.up and self.up is not None:
                     self.from_rank0(self.up.recv_multipart())
@@ -190,6 +238,18 @@ class Server:
             if now >= next_status:
                 self.emit_status(now)
                 next_status = now + _STATUS_PERIOD_S
+            if self._to_ranks:
+                self._flush_to_ranks()
+            if now >= next_checkpoint:
+                if self._changed:  # an idle server does not rewrite the same state
+                    self.try_checkpoint()
+                next_checkpoint = time.monotonic() + interval  # from the end: a slow disk
+        if self.stop_reason is not None:
+            log.warning("stopping on %s before the study finished", self.stop_reason)
+            if self.checkpointing:
+                self.try_checkpoint()
+            self.close()
+            return []
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
         self.emit({"event": "results_written", "files": [str(f) for f in files]})
@@ -219,6 +279,7 @@ class Server:
         payload = frames[2] if len(frames) == 3 else None
         try:
             self.dispatch(peer, header, payload)
+            self._changed = self._changed or header.kind in _STATE_KINDS
         except ProtocolError as exc:
             self.bad.drop(f"refused {header.kind.name}: {exc}", peer)
             if header.kind in (Kind.HELLO, Kind.DATA, Kind.END):
@@ -235,6 +296,13 @@ class Server:
         elif kind == Kind.ATTACH and self.rank == 0:
             self.launcher = peer
             self.emit({"event": "attached", "endpoint": self.endpoint})
+            if self._restored is not None:
+                self.emit({**self._restored, "complete": sorted(self.complete_everywhere())})
+        elif kind == Kind.ABANDON and self.rank == 0 and peer == self.launcher:
+            body = self._json(payload, "ABANDON")
+            ids = _abandoned_ids(body)
+            self.to_ranks([Header(Kind.ABANDON, self.token).encode(), encode_json(body)])
+            self.abandon(ids)
         elif kind == Kind.FINISH and self.rank == 0 and peer == self.launcher:
             log.info("launcher asked to finish: %d simulations complete",
                      self.simulations_complete)
@@ -265,6 +333,7 @@ class Server:
             header.simulation_id, header.attempt, header.client_rank, client_ranks, name,
             global_size, shape, header.offset, header.count,
         )
+        self.silence.heard(header.simulation_id, time.monotonic())
         if new:
             log.info("field %r: %d cells, shape %s; this rank owns [%d, %d)",
                      name, global_size, shape, info.start, info.stop)
@@ -275,6 +344,8 @@ class Server:
             "ranges": self.registry.ranges(info, header.simulation_id),
             "nb_time_steps": self.registry.nb_time_steps,
         }
+        if self.public_keys:  # encrypted: the client connects to every rank with its key
+            welcome["public_keys"] = [key.decode() for key in self.public_keys]
         self.reply(peer, Kind.WELCOME, header, welcome)
 
     def receive_data(self, header: Header, payload: zmq.Frame | None) -> None:
@@ -293,6 +364,7 @@ class Server:
             header.simulation_id, header.client_rank, header.field_id, header.time_step,
             header.offset, header.count,
         )
+        self.silence.heard(header.simulation_id, time.monotonic())  # duplicates too: alive
         if not fresh:
             log.debug("duplicate chunk dropped: sim %d field %d step %d rank %d",
                       header.simulation_id, header.field_id, header.time_step, header.client_rank)
@@ -306,8 +378,10 @@ class Server:
         self.stats.bytes += nbytes + HEADER_SIZE
 
     def end(self, peer: bytes, header: Header) -> None:
+        self.silence.heard(header.simulation_id, time.monotonic())
         if self.registry.end(header.simulation_id, header.client_rank):
             log.info("simulation %d complete on rank %d", header.simulation_id, self.rank)
+            self.silence.forget(header.simulation_id)
             # Rank 0 (so the launcher) hears of it before the client gets its acknowledgement.
             if self.up is None:
                 self.rank_complete(header.simulation_id, self.rank)
@@ -329,6 +403,12 @@ class Server:
             return
         if header.kind == Kind.FINISH:
             self._finish_requested = True
+        elif header.kind == Kind.ABANDON and len(frames) == 2:
+            try:
+                self.abandon(_abandoned_ids(decode_json(frames[1], "ABANDON")))
+                self._changed = True
+            except ProtocolError as exc:
+                self.bad.drop(f"from rank 0: {exc}", b"rank0")
 
     def rank_event(self, body: dict[str, Any]) -> None:
         try:
@@ -338,7 +418,10 @@ class Server:
             if "simulation_complete" in body:
                 self.rank_complete(int(body["simulation_complete"]), rank)
             if "status" in body:
-                self._rank_status[rank] = dict(body["status"])
+                status = dict(body["status"])
+                status["silent_s"] = {str(int(s)): float(age)
+                                      for s, age in dict(status.get("silent_s", {})).items()}
+                self._rank_status[rank] = status
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"RANK_EVENT payload lacks or garbles {exc}") from None
 
@@ -347,16 +430,31 @@ class Server:
         ROUTER silently drops messages to a peer it has not seen yet."""
         if len(self._rank_status) < self.ranks - 1:
             return
-        for rank in range(1, self.ranks):
-            self.router.send_multipart(
-                [_rank_identity(rank), Header(Kind.FINISH, self.token).encode()]
-            )
+        self.to_ranks([Header(Kind.FINISH, self.token).encode()])
         self._finish_requested = True
+
+    def to_ranks(self, frames: list[bytes]) -> None:
+        """Rank 0 -> every other rank, in order; held back until every rank's channel has said
+        hello (a ROUTER silently drops messages to a peer it has not seen yet)."""
+        self._to_ranks.append(frames)
+        self._flush_to_ranks()
+
+    def _flush_to_ranks(self) -> None:
+        if len(self._rank_status) < self.ranks - 1:
+            return
+        for held in self._to_ranks:
+            for rank in range(1, self.ranks):
+                self.router.send_multipart([_rank_identity(rank), *held])
+        self._to_ranks.clear()
 
     @property
     def simulations_complete(self) -> int:
         """Simulations whose data every rank holds (meaningful on rank 0)."""
-        return sum(len(done) == self.ranks for done in self._complete_on.values())
+        return len(self.complete_everywhere())
+
+    def complete_everywhere(self) -> set[int]:
+        """Rank 0: the simulations whose data every rank holds."""
+        return {s for s, done in self._complete_on.items() if len(done) == self.ranks}
 
     def rank_complete(self, simulation_id: int, rank: int) -> None:
         done = self._complete_on.setdefault(simulation_id, set())
@@ -388,6 +486,9 @@ class Server:
             "ingest_s": 0.0 if first is None else now - first,  # since the first data
             "chunks_received": {str(s.simulation_id): s.chunks_received
                                 for s in self.registry.simulations.values() if not s.complete},
+            "silent_s": self.silence.ages(now, [s.simulation_id for s in
+                                                self.registry.simulations.values()
+                                                if not s.complete]),
         }
 
     def emit_status(self, now: float) -> None:
@@ -397,10 +498,11 @@ class Server:
             self.to_rank0({"status": mine})
             return
         ranks = [mine, *self._rank_status.values()]
+        self.report_silent(ranks)
         chunks: Counter[str] = Counter()
         for status in ranks:
             chunks.update(status.get("chunks_received", {}))
-        complete = {s for s, done in self._complete_on.items() if len(done) == self.ranks}
+        complete = self.complete_everywhere()
         self.emit({
             "event": "status",
             "messages": sum(int(r.get("messages", 0)) for r in ranks),
@@ -410,3 +512,108 @@ class Server:
             "simulations_complete": len(complete),
             "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
         })
+
+    def report_silent(self, statuses: list[dict[str, Any]]) -> None:
+        """Rank 0: tell the launcher of simulations silent on every rank for simulation_timeout
+        seconds, again after each further timeout of silence (SilenceWatch; ranks r > 0's ages
+        are at most one status period old)."""
+        attempts = {s: sim.attempt for s, sim in self.registry.simulations.items()}
+        for sim, age in self.silence.newly_silent([s.get("silent_s", {}) for s in statuses],
+                                                  attempts):
+            log.warning("simulation %d (attempt %d) sent nothing for %.0f s "
+                        "(study_options.simulation_timeout)", sim, attempts[sim], age)
+            self.emit({"event": "simulation_silent", "simulation_id": sim, "silent_s": age})
+
+    # -- abandoned simulations -----------------------------------------------------------------
+    def abandon(self, simulation_ids: list[int]) -> None:
+        """Refuse these simulations for good (the launcher gave up on them)."""
+        new = self.registry.abandon(simulation_ids)
+        for simulation_id in new:
+            self.silence.forget(simulation_id)
+        if new:
+            log.info("abandoned simulations %s: their messages are refused from now on", new)
+            self.on_abandon(new)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def stop(self, reason: str) -> None:
+        """Checkpoint and leave the receive loop after the current message (safe to call from a
+        signal handler: it only sets a flag)."""
+        self.stop_reason = reason
+
+    def checkpoint(self) -> Path:
+        """Write this rank's whole state (registry and `checkpoint_state()`) to a new checkpoint."""
+        state = self.checkpoint_state()
+        clash = sorted(name for name in state if name.startswith(_REGISTRY))
+        if clash:
+            raise CheckpointError(f"checkpoint_state() names {clash}: {_REGISTRY!r} is reserved")
+        meta, registry_arrays = self.registry.state()
+        arrays = {**{_REGISTRY + k: v for k, v in registry_arrays.items()}, **state}
+        written = write_checkpoint(self.paths, self.rank, self.ranks, self._checkpoint_sequence,
+                                   arrays, {"registry": meta, "server": type(self).__name__})
+        self._checkpoint_sequence += 1
+        self._changed = False
+        log.info("checkpoint %s: %.1f MB in %.3f s (%.0f MB/s)", written.path,
+                 written.nbytes / 1e6, written.seconds,
+                 written.nbytes / 1e6 / max(written.seconds, 1e-9))
+        return written.path
+
+    def try_checkpoint(self) -> None:
+        """A checkpoint that fails (disk full, ...) is logged; the study goes on."""
+        try:
+            self.checkpoint()
+        except CheckpointError as exc:
+            log.error("%s; the previous checkpoint is kept", exc)
+
+    def restore_checkpoint(self) -> Checkpoint | None:
+        """Before `run`, collective over the ranks: restore this rank's newest valid checkpoint
+        if it has one; rank 0 learns which simulations each rank holds complete. Raises
+        CheckpointError (on every rank) if any rank's checkpoint cannot be used."""
+        found, error = None, None
+        if self.checkpointing:
+            try:
+                found = latest_checkpoint(self.paths, self.rank)
+                if found is not None:
+                    self._restore(found)
+            except CheckpointError as exc:
+                error = f"server rank {self.rank}: {exc}"
+            self._checkpoint_sequence = next_sequence(self.paths, self.rank)
+        mine = (error, str(found.path) if found else None, self.registry.completed)
+        everyone = self.comm.allgather(mine) if self.comm is not None else [mine]
+        errors = [e for e, _, _ in everyone if e is not None]
+        if errors:
+            raise CheckpointError("; ".join(errors))
+        for rank, (_, _, complete) in enumerate(everyone):
+            for simulation_id in complete:
+                self._complete_on.setdefault(simulation_id, set()).add(rank)
+        if any(path is not None for _, path, _ in everyone):
+            self._restored = {"event": "restored", "checkpoint": everyone[0][1]}
+        return found
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.ranks != self.ranks:
+            raise CheckpointError(
+                f"{checkpoint.path} was written by a server of {checkpoint.ranks} ranks, this one "
+                f"has {self.ranks} (server_config.ranks): restart with {checkpoint.ranks} ranks, "
+                f"or delete {self.paths.checkpoints} to start the study over"
+            )
+        registry = {k[len(_REGISTRY):]: v for k, v in checkpoint.arrays.items()
+                    if k.startswith(_REGISTRY)}
+        self.registry.restore(checkpoint.meta.get("registry", {}), registry)
+        try:
+            self.restore_state({k: v for k, v in checkpoint.arrays.items()
+                                if not k.startswith(_REGISTRY)})
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{checkpoint.path} does not fit this study's config: {exc}"
+                                  ) from None
+        log.info("restored %s (written %s): %d simulations known, %d complete on this rank",
+                 checkpoint.path, time.strftime("%Y-%m-%d %H:%M:%S",
+                                                time.localtime(checkpoint.wall_time)),
+                 len(self.registry.simulations), len(self.registry.completed))
+
+
+def _abandoned_ids(body: dict[str, Any]) -> list[int]:
+    """The simulation ids of an ABANDON payload {"simulations": [ids]}."""
+    ids = body.get("simulations")
+    if not isinstance(ids, list) or not all(type(i) is int and i >= 0 for i in ids):
+        raise ProtocolError(f"ABANDON payload needs \"simulations\": [ids >= 0], got {ids!r}")
+    return ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,15 @@ def _run(paths: StudyPaths) -> int:
         raise MelissaError("MELISSA_STUDY_TOKEN is not set (the launcher sets it)")
     server_type = server_class(config)  # SA, deep learning, or the user's own
     server = server_type(config, paths, token_from_hex(token_hex), _communicator(config))
+    server.restore_checkpoint()
+    if server.checkpointing:
+        signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("SIGTERM"))
     server.run()
+    if server.stop_reason is not None:
+        # Non-zero: the launcher must see that the server stopped before the study ended.
+        print(f"melissa-server: stopped by {server.stop_reason}; restart it to continue from "
+              f"its checkpoint in {paths.checkpoints}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,16 @@ CONVENTIONS = {
     "minimum_simulation": "smallest simulation id among ties; -1 where count is 0",
     "maximum_simulation": "smallest simulation id among ties; -1 where count is 0",
     "threshold_exceedance": "count of x > t (strict)",
+    "quantile": "Robbins-Monro estimate with a density-scaled step (docs/statistics.md); "
+    "not np.quantile's exact order statistic",
+    "sobol_first": "Martinez estimator on pick-freeze groups; _low/_high: 95% Fisher-z interval",
+    "sobol_total": "1 - Martinez correlation of Y_A and Y_Ck; _low/_high: 95% Fisher-z interval",
+    "sobol_groups": "complete pick-freeze groups per time step and cell; the other statistics use "
+    "the groups' A and B members",
 }
 UNDEFINED = "NaN where undefined: no sample, n < 2 (variance), constant data (skewness, kurtosis)"
+SOBOL_UNDEFINED = ("Sobol' indices NaN where a variance of Y_A, Y_B or Y_Ck is zero (the output "
+                   "does not vary); their intervals NaN also where fewer than 4 groups are complete")
 
 LONG_NAMES = {
     "count": "number of samples",
@@ -36,6 +45,14 @@ LONG_NAMES = {
     "maximum": "maximum",
     "maximum_simulation": "id of the simulation reaching the maximum",
     "threshold_exceedance": "number of samples strictly above the threshold",
+    "quantile": "quantile estimate",
+    "sobol_first": "first-order Sobol' index",
+    "sobol_first_low": "first-order Sobol' index, lower 95% bound",
+    "sobol_first_high": "first-order Sobol' index, upper 95% bound",
+    "sobol_total": "total Sobol' index",
+    "sobol_total_low": "total Sobol' index, lower 95% bound",
+    "sobol_total_high": "total Sobol' index, upper 95% bound",
+    "sobol_groups": "number of complete pick-freeze groups",
 }
 
 _SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
@@ -49,10 +66,17 @@ def write_field_results(
     shape: tuple[int, ...] | None,
     thresholds: list[float],
     attrs: dict[str, str | int | float],
+    parameters: Sequence[str] = (),
+    quantile_levels: Sequence[float] = (),
 ) -> None:
     """Write one field's statistics to the NetCDF4 file `path`, atomically (temp file in the same
-    directory, fsync, rename): readers see the old file or the complete new one."""
-    dataset = _dataset(field, results, shape=shape, thresholds=thresholds, attrs=attrs)
+    directory, fsync, rename): readers see the old file or the complete new one. Arrays with a
+    leading axis: threshold_exceedance (threshold), quantile (quantile_level), sobol_*
+    (parameter, named by `parameters`)."""
+    leading: dict[str, list[float] | list[str]] = {
+        "threshold": list(thresholds), "quantile_level": list(quantile_levels),
+        "parameter": list(parameters)}
+    dataset = _dataset(field, results, shape=shape, leading=leading, attrs=attrs)
     _write_atomically(dataset, Path(path))
 
 
@@ -67,7 +91,7 @@ def _dataset(
     results: dict[str, np.ndarray],
     *,
     shape: tuple[int, ...] | None,
-    thresholds: list[float],
+    leading: dict[str, list[float] | list[str]],
     attrs: dict[str, str | int | float],
 ) -> xr.Dataset:
     if "count" not in results or np.ndim(results["count"]) != 2:
@@ -76,8 +100,8 @@ def _dataset(
     dims, grid = _cell_dims(field, n_cells, shape)
     variables = {}
     for name, array in results.items():
-        lead = ("threshold",) if name == "threshold_exceedance" else ()
-        expected = (len(thresholds),) * len(lead) + (nb_time_steps, n_cells)
+        lead = _leading_dim(name)
+        expected = tuple(len(leading[d]) for d in lead) + (nb_time_steps, n_cells)
         if array.shape != expected:
             raise ValueError(
                 f"field {field!r}: {name!r} has shape {array.shape}, expected {expected}"
@@ -87,15 +111,29 @@ def _dataset(
             array.reshape(array.shape[:-1] + grid),
             attrs={"long_name": LONG_NAMES.get(name, name)},
         )
-    coords = {"time": np.arange(nb_time_steps)}
-    if "threshold_exceedance" in results:
-        coords["threshold"] = np.asarray(thresholds, dtype=np.float64)
+    coords: dict[str, np.ndarray] = {"time": np.arange(nb_time_steps)}
+    for name in results:
+        for dim in _leading_dim(name):
+            values = leading[dim]
+            coords[dim] = np.asarray(values, dtype=str if dim == "parameter" else np.float64)
     conventions = {k: v for k, v in CONVENTIONS.items() if k in results}
+    undefined = UNDEFINED + ("; " + SOBOL_UNDEFINED if "sobol_first" in results else "")
     return xr.Dataset(
         variables,
         coords=coords,
-        attrs={"field": field, "undefined_values": UNDEFINED, **conventions, **attrs},
+        attrs={"field": field, "undefined_values": undefined, **conventions, **attrs},
     )
+
+
+def _leading_dim(name: str) -> tuple[str, ...]:
+    """The dimension before (time, cells) of a result array, if any."""
+    if name == "threshold_exceedance":
+        return ("threshold",)
+    if name == "quantile":
+        return ("quantile_level",)
+    if name.startswith("sobol_") and name != "sobol_groups":
+        return ("parameter",)
+    return ()
 
 
 def _cell_dims(

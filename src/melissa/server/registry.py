@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from melissa.errors import ProtocolError
+from melissa.errors import CheckpointError, ProtocolError
 from melissa.protocol import Piece, cell_range, cell_ranges, split
 
 
@@ -68,6 +69,7 @@ class Registry:
         self.whole_fields = whole_fields
         self.fields: dict[int, FieldInfo] = {}
         self.simulations: dict[int, SimulationProgress] = {}
+        self.abandoned: set[int] = set()  # the launcher gave up on these: refuse them for good
 
     # -- handshake ----------------------------------------------------------------------------
     def declare(
@@ -83,6 +85,7 @@ class Registry:
         count: int,
     ) -> tuple[FieldInfo, bool]:
         """Register a client rank's HELLO; returns the field and whether it is new to the study."""
+        self._refuse_abandoned(simulation_id)
         field_id = self.field_ids.get(name)
         if field_id is None:
             raise ProtocolError(
@@ -122,8 +125,11 @@ class Registry:
                 f"simulation {simulation_id}: {client_ranks} client ranks declared, "
                 f"{sim.client_ranks} before"
             )
+        sim.attempt = max(sim.attempt, attempt)
         if sim.complete:
-            raise ProtocolError(f"simulation {simulation_id} is already complete")
+            # A rerun of a simulation this rank holds whole (it was incomplete on another rank,
+            # or the server restarted): welcome it, its data will be dropped as duplicates.
+            return info, new
         progress = sim.fields.setdefault(field_id, _FieldProgress())
         for other, (o_off, o_n) in progress.declared.items():
             if other != client_rank and offset < o_off + o_n and o_off < offset + count:
@@ -134,7 +140,6 @@ class Registry:
         progress.declared[client_rank] = (offset, count)
         if progress.received is None:
             progress.received = np.zeros((self.nb_time_steps, client_ranks), dtype=bool)
-        sim.attempt = max(sim.attempt, attempt)
         self.fields[field_id] = info
         return info, new
 
@@ -149,6 +154,7 @@ class Registry:
         count: int,
     ) -> bool:
         """Validate a DATA header; True if the chunk is new, False if it is a duplicate."""
+        self._refuse_abandoned(simulation_id)
         info = self.fields.get(field_id)
         if info is None:
             raise ProtocolError(f"unknown field id {field_id}")
@@ -195,6 +201,7 @@ class Registry:
     # -- completion ---------------------------------------------------------------------------
     def end(self, simulation_id: int, client_rank: int) -> bool:
         """Record a client rank's END; True when the simulation just became complete here."""
+        self._refuse_abandoned(simulation_id)
         sim = self.simulations.get(simulation_id)
         if sim is None:
             raise ProtocolError(f"simulation {simulation_id} ended without declaring any field")
@@ -228,3 +235,88 @@ class Registry:
     @property
     def completed(self) -> list[int]:
         return sorted(s.simulation_id for s in self.simulations.values() if s.complete)
+
+    # -- abandoned simulations ----------------------------------------------------------------
+    def abandon(self, simulation_ids: list[int]) -> list[int]:
+        """Refuse these simulations from now on and forget their progress unless they are
+        complete here (what was received stays in the results); returns the newly abandoned."""
+        new = sorted(set(simulation_ids) - self.abandoned)
+        self.abandoned.update(new)
+        for simulation_id in new:
+            sim = self.simulations.get(simulation_id)
+            if sim is not None and not sim.complete:
+                del self.simulations[simulation_id]
+        return new
+
+    def _refuse_abandoned(self, simulation_id: int) -> None:
+        if simulation_id in self.abandoned:
+            raise ProtocolError(
+                f"simulation {simulation_id} was abandoned by the launcher (failed for good or "
+                "redrawn): its messages are refused"
+            )
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything `restore` needs: JSON metadata (fields, each simulation's declared pieces,
+        ended ranks, completion, attempt; abandoned ids) and one array, "received": the
+        received-chunk bitmaps of every (simulation, field), in metadata order, bit-packed."""
+        simulations, bitmaps = [], []
+        for sim in self.simulations.values():
+            fields = []
+            for field_id, progress in sim.fields.items():
+                declared = [[r, o, n] for r, (o, n) in progress.declared.items()]
+                fields.append([field_id, declared])
+                assert progress.received is not None
+                bitmaps.append(progress.received.reshape(-1))
+            simulations.append([sim.simulation_id, sim.client_ranks, sim.attempt, sim.complete,
+                                sim.chunks_received, sorted(sim.ended), fields])
+        meta = {
+            "field_names": list(self.field_ids), "nb_time_steps": self.nb_time_steps,
+            "rank": self.rank, "ranks": self.ranks, "whole_fields": self.whole_fields,
+            "fields": [[f.field_id, f.name, f.global_size, f.shape, f.start, f.stop]
+                       for f in self.fields.values()],
+            "simulations": simulations,
+            "abandoned": sorted(self.abandoned),
+        }
+        bits = np.concatenate(bitmaps) if bitmaps else np.zeros(0, bool)
+        return meta, {"received": np.packbits(bits)}
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Replace this registry's content with a `state()` of the same study layout."""
+        layout = {"field_names": list(self.field_ids), "nb_time_steps": self.nb_time_steps,
+                  "rank": self.rank, "ranks": self.ranks, "whole_fields": self.whole_fields}
+        saved = {key: meta.get(key) for key in layout}
+        if saved != layout:
+            raise CheckpointError(
+                f"the checkpoint's study layout {saved} differs from this server's {layout}: "
+                "restart with the same config, or delete output_dir/checkpoints to start over"
+            )
+        try:
+            self._restore(meta, arrays)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(f"malformed registry state in the checkpoint: {exc!r}") from None
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.fields = {
+            int(i): FieldInfo(int(i), str(name), int(size),
+                              tuple(shape) if shape is not None else None, int(start), int(stop))
+            for i, name, size, shape, start, stop in meta["fields"]
+        }
+        bits = np.unpackbits(arrays["received"]).astype(bool)
+        used = 0
+        self.simulations = {}
+        for sim_id, client_ranks, attempt, complete, chunks, ended, fields in meta["simulations"]:
+            sim = SimulationProgress(int(sim_id), int(client_ranks), int(attempt),
+                                     ended={int(r) for r in ended}, complete=bool(complete),
+                                     chunks_received=int(chunks))
+            n = self.nb_time_steps * sim.client_ranks
+            for field_id, declared in fields:
+                if used + n > bits.size:
+                    raise ValueError("fewer received bits than declared pieces")
+                sim.fields[int(field_id)] = _FieldProgress(
+                    {int(r): (int(o), int(c)) for r, o, c in declared},
+                    bits[used : used + n].reshape(self.nb_time_steps, sim.client_ranks).copy(),
+                )
+                used += n
+            self.simulations[sim.simulation_id] = sim
+        self.abandoned = {int(s) for s in meta["abandoned"]}

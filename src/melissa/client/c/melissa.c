@@ -63,6 +63,10 @@ static struct {
     uint32_t attempt;
     double timeout_s;
     int zero_copy; /* MELISSA_ZERO_COPY=1 */
+    /* MELISSA_SERVER_KEY set: CURVE to every server rank, with an ephemeral keypair */
+    int encrypted;
+    char server_key[MLS_KEY_CHARS + 1]; /* rank 0's; the others' come in WELCOME */
+    char public_key[MLS_KEY_CHARS + 1], secret_key[MLS_KEY_CHARS + 1];
     /* this process in the simulation */
     int rank, ranks;
     /* connection */
@@ -70,6 +74,7 @@ static struct {
     void **sockets; /* per server rank, connected lazily; [0] is MELISSA_SERVER */
     int nb_sockets;
     char **endpoints;
+    char **server_keys; /* NULL, or a CURVE key per endpoint */
     int nb_endpoints;
     field_t *fields;
     int nb_fields;
@@ -186,6 +191,29 @@ static int parse_int_env(const char *key, long long max, long long dflt, long lo
     return 0;
 }
 
+/* MELISSA_SERVER_KEY: the study is encrypted (server_config.encryption). */
+static int load_server_key(void) {
+    const char *key = getenv("MELISSA_SERVER_KEY");
+    uint8_t raw[32];
+    S.encrypted = key != NULL && key[0] != '\0';
+    if (!S.encrypted) return 0;
+    if (strlen(key) != MLS_KEY_CHARS || zmq_z85_decode(raw, key) == NULL)
+        return mls_error(MELISSA_ERR_ENV, "MELISSA_SERVER_KEY must be a %d-character Z85 CURVE "
+                         "public key, got '%.100s'", MLS_KEY_CHARS, key);
+    if (!zmq_has("curve")) {
+        int major, minor, patch;
+        zmq_version(&major, &minor, &patch);
+        return mls_error(MELISSA_ERR_ENV, "MELISSA_SERVER_KEY (an encrypted study) needs ZeroMQ "
+                         "with CURVE support, and libzmq %d.%d.%d here has none: link a libzmq "
+                         "built with libsodium", major, minor, patch);
+    }
+    if (zmq_curve_keypair(S.public_key, S.secret_key) != 0)
+        return mls_error(MELISSA_ERR_ENV, "cannot make a CURVE keypair: %s",
+                         zmq_strerror(zmq_errno()));
+    memcpy(S.server_key, key, MLS_KEY_CHARS + 1);
+    return 0;
+}
+
 static int load_environment(void) {
     const char *keys[3] = {"MELISSA_SERVER", "MELISSA_SIMULATION_ID", "MELISSA_STUDY_TOKEN"};
     char missing[128] = "";
@@ -234,6 +262,7 @@ static int load_environment(void) {
     if (zero_copy != NULL && strcmp(zero_copy, "0") != 0 && strcmp(zero_copy, "1") != 0)
         return mls_error(MELISSA_ERR_ENV, "MELISSA_ZERO_COPY='%.100s' must be 0 or 1", zero_copy);
     S.zero_copy = zero_copy != NULL && strcmp(zero_copy, "1") == 0;
+    if (load_server_key() != 0) return MELISSA_ERR_ENV;
     S.server = strdup(getenv("MELISSA_SERVER"));
     if (S.server == NULL) return mls_error(MELISSA_ERR_SYSTEM, "out of memory");
     return 0;
@@ -272,6 +301,17 @@ static int wait_released(inflight_t *t) {
     return busy ? -1 : 0;
 }
 
+static void free_endpoints(void) {
+    for (int i = 0; i < S.nb_endpoints; i++) {
+        free(S.endpoints[i]);
+        if (S.server_keys) free(S.server_keys[i]);
+    }
+    free(S.endpoints);
+    free(S.server_keys);
+    S.endpoints = S.server_keys = NULL;
+    S.nb_endpoints = 0;
+}
+
 static const char *address_of(int server_rank) {
     return server_rank == 0 ? S.server : S.endpoints[server_rank];
 }
@@ -292,10 +332,7 @@ static void close_connection(int linger_ms) {
         }
         S.context = NULL;
     }
-    for (int i = 0; i < S.nb_endpoints; i++) free(S.endpoints[i]);
-    free(S.endpoints);
-    S.endpoints = NULL;
-    S.nb_endpoints = 0;
+    free_endpoints();
     /* After zmq_ctx_term: ZeroMQ released every payload, so the buffers can go. */
     for (int i = 0; i < S.nb_fields; i++) {
         free(S.fields[i].name);
@@ -326,6 +363,10 @@ static int fatal(int code, const char *fmt, ...) {
     return mls_error(code, "%s", message);
 }
 
+static const char *server_key_of(int server_rank) {
+    return server_rank == 0 ? S.server_key : S.server_keys[server_rank];
+}
+
 static void *socket_for(int server_rank, int *code) {
     if (server_rank < S.nb_sockets && S.sockets[server_rank] != NULL) return S.sockets[server_rank];
     if (server_rank >= S.nb_sockets) {
@@ -349,6 +390,17 @@ static void *socket_for(int server_rank, int *code) {
     /* A dead server must not block a send forever, nor the exit of the program. */
     zmq_setsockopt(sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
     zmq_setsockopt(sock, ZMQ_LINGER, &ms, sizeof ms);
+    if (S.encrypted && (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_key_of(server_rank),
+                                       MLS_KEY_CHARS + 1)
+                        || zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, S.public_key,
+                                          MLS_KEY_CHARS + 1)
+                        || zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, S.secret_key,
+                                          MLS_KEY_CHARS + 1))) {
+        *code = mls_error(MELISSA_ERR_SYSTEM, "cannot set up CURVE encryption to '%.200s': %s",
+                          address, zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
     if (zmq_connect(sock, address) != 0) {
         int err = zmq_errno();
         int zero = 0;
@@ -464,7 +516,8 @@ static int receive(int server_rank, int expected, double deadline, char **payloa
         if (ready == 0)
             return fatal(MELISSA_ERR_TIMEOUT, "%s: no answer from the Melissa server at %.200s "
                          "within %g s (MELISSA_TIMEOUT); is the study running, and are "
-                         "MELISSA_SERVER and MELISSA_STUDY_TOKEN right?", what,
+                         "MELISSA_SERVER and MELISSA_STUDY_TOKEN right (and MELISSA_SERVER_KEY, "
+                         "set exactly when the study is encrypted)?", what,
                          address_of(server_rank), S.timeout_s);
         mls_header h;
         int rc = read_message(sock, &h, payload, payload_len, what);
@@ -632,12 +685,18 @@ int melissa_init_global(const char *field, int local_size, long long global_offs
         return mls_error(MELISSA_ERR_PROTOCOL, "%s: malformed WELCOME from the server: %s", what,
                          why);
     }
-    /* The endpoints of every server rank (the same in every WELCOME of a study). */
-    for (int i = 0; i < S.nb_endpoints; i++) free(S.endpoints[i]);
-    free(S.endpoints);
+    if (S.encrypted && w.public_keys == NULL) {
+        free(hello);
+        mls_welcome_free(&w);
+        return mls_error(MELISSA_ERR_PROTOCOL, "%s: malformed WELCOME: no public key for each "
+                         "server rank (MELISSA_SERVER_KEY is set)", what);
+    }
+    /* The endpoints (and keys) of every server rank (the same in every WELCOME of a study). */
+    free_endpoints();
     S.endpoints = w.endpoints;
+    S.server_keys = w.public_keys;
     S.nb_endpoints = w.nb_ranks;
-    w.endpoints = NULL;
+    w.endpoints = w.public_keys = NULL;
     /* Then the same HELLO to every other server rank, so that each knows this client rank's
      * layout before its DATA arrives. */
     for (int r = 1; r < S.nb_endpoints && rc == 0; r++) rc = send_control(r, &h, hello, what);

@@ -9,7 +9,8 @@
  *
  * The connection settings come from the environment the launcher gives every simulation:
  * MELISSA_SERVER, MELISSA_SIMULATION_ID, MELISSA_STUDY_TOKEN, MELISSA_ATTEMPT, and
- * MELISSA_TIMEOUT (seconds, default 60): no call waits longer than that for the server.
+ * MELISSA_TIMEOUT (seconds, default 60): no call waits longer than that for the server, and
+ * MELISSA_SERVER_KEY when the study is encrypted (CURVE; needs a libzmq with libsodium).
  *
  * Every function returns MELISSA_OK (0) or one of the error codes below; on an error it also
  * prints one line "melissa: error: <what went wrong and what to do>" on stderr, and

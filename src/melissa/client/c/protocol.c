@@ -629,12 +629,46 @@ int mls_json_int64(const mls_json *doc, int node, int64_t *value) {
 
 /* ---- WELCOME and ERROR ------------------------------------------------------------------ */
 
+static void free_strings(char **list, int n) {
+    if (list)
+        for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+}
+
 void mls_welcome_free(mls_welcome *w) {
-    if (w->endpoints)
-        for (int i = 0; i < w->nb_ranks; i++) free(w->endpoints[i]);
-    free(w->endpoints);
+    free_strings(w->endpoints, w->nb_ranks);
+    free_strings(w->public_keys, w->nb_ranks);
     free(w->ranges);
     memset(w, 0, sizeof *w);
+}
+
+/* "public_keys" (encrypted studies): one Z85 key per server rank; absent otherwise. */
+static int parse_public_keys(const mls_json *doc, mls_welcome *w, char *why, size_t why_size) {
+    int keys = mls_json_member(doc, 0, "public_keys");
+    if (keys < 0) return 0;
+    const mls_jnode *nd = doc->nodes;
+    if (nd[keys].type != MLS_JARRAY || nd[keys].length != w->nb_ranks) {
+        say(why, why_size, "'public_keys' must list one key per server rank");
+        return -1;
+    }
+    w->public_keys = calloc((size_t)w->nb_ranks, sizeof *w->public_keys);
+    if (w->public_keys == NULL) {
+        say(why, why_size, "out of memory");
+        return -1;
+    }
+    int k = nd[keys].first_child;
+    for (int i = 0; i < w->nb_ranks; i++, k = nd[k].next) {
+        const char *key = mls_json_string(doc, k);
+        if (key == NULL || nd[k].length != MLS_KEY_CHARS || strlen(key) != MLS_KEY_CHARS) {
+            say(why, why_size, "public key %d is not a %d-character string", i, MLS_KEY_CHARS);
+            return -1;
+        }
+        if ((w->public_keys[i] = strdup(key)) == NULL) {
+            say(why, why_size, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int mls_parse_welcome(const char *text, size_t len, mls_welcome *w, char *why, size_t why_size) {
@@ -687,6 +721,7 @@ int mls_parse_welcome(const char *text, size_t len, mls_welcome *w, char *why, s
                 ok = -1;
             }
         }
+        if (ok == 0) ok = parse_public_keys(&doc, w, why, why_size);
     }
     mls_json_free(&doc);
     if (ok != 0) mls_welcome_free(w);

@@ -11,6 +11,7 @@
 #define MLS_TOKEN_BYTES 16
 #define MLS_VERSION 1
 #define MLS_MAX_JSON (1u << 20) /* the server refuses larger control payloads; so do we */
+#define MLS_KEY_CHARS 40 /* a CURVE public key in Z85 */
 
 enum mls_kind {
     MLS_HELLO = 1,
@@ -111,6 +112,7 @@ typedef struct {
     int nb_ranks;       /* server ranks: length of endpoints and ranges */
     char **endpoints;   /* nb_ranks strings */
     int64_t (*ranges)[2];
+    char **public_keys; /* nb_ranks CURVE keys (Z85), or NULL: the server does not encrypt */
 } mls_welcome;
 
 int mls_parse_welcome(const char *text, size_t len, mls_welcome *w, char *why, size_t why_size);

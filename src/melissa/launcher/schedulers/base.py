@@ -60,3 +60,11 @@ class Scheduler(Protocol):
     def close(self) -> None:
         """Cancel every job still running and wait (bounded) until they are gone."""
         ...
+
+    def adopt(self, job_ids: Sequence[str], token: str) -> list[str]:
+        """Take over the jobs an earlier launcher of this study submitted (--resume). Returns
+        those this scheduler follows from now on (poll and cancel work on them); the others
+        it cannot follow, so it stops them: none may run beside its resubmission. `token`,
+        the study token of their environment, keeps a reused process id from hitting a
+        stranger."""
+        ...

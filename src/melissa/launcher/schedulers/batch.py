@@ -129,6 +129,12 @@ class BatchScheduler(ABC):
             log.warning("%s jobs %s were cancelled but had not ended %g s later",
                         self.name, ", ".join(self._active()), self._close_wait)
 
+    def adopt(self, job_ids: Sequence[str], token: str) -> list[str]:
+        # Job ids outlive the launcher: the next query says what became of them.
+        for job_id in job_ids:
+            self._jobs.setdefault(job_id, JobStatus(JobState.PENDING))
+        return list(job_ids)
+
     # -- internals -----------------------------------------------------------------------------
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
             retry: RetryPolicy | None = None) -> str:

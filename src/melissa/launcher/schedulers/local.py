@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from melissa.errors import SubmissionError
 from melissa.launcher.schedulers.base import JobSpec, JobState, JobStatus
@@ -109,6 +110,22 @@ class LocalScheduler:
         for job_id, job in self._live.items():
             log.warning("job %s (pid %d) did not die on SIGKILL", job_id, job.process.pid)
 
+    def adopt(self, job_ids: Sequence[str], token: str) -> list[str]:
+        # Another launcher's processes are not our children: their exit status would be lost,
+        # so they cannot be followed. Stop them as cancel does: SIGTERM, SIGKILL after the grace.
+        groups = [pid for pid in map(_pid_of, job_ids) if pid is not None and _carries(pid, token)]
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGTERM)
+        give_up = time.monotonic() + self._grace
+        while any(map(_is_running, groups)) and time.monotonic() < give_up:
+            time.sleep(0.05)
+        for pgid in groups:  # whatever the leaders left behind in their groups, too
+            _signal_group(pgid, signal.SIGKILL)
+        if groups:
+            log.info("stopped %d jobs of an earlier launcher: %s", len(groups),
+                     ", ".join(map(str, groups)))
+        return []
+
     def _refresh(self) -> None:
         now = time.monotonic()
         for job_id, job in list(self._live.items()):
@@ -151,6 +168,31 @@ def _has_exited(process: subprocess.Popen[bytes]) -> bool:
         return os.waitid(os.P_PID, process.pid, flags) is not None
     except ChildProcessError:  # reaped behind our back: Popen.wait reports it
         return True
+
+
+def _pid_of(job_id: str) -> int | None:
+    """The pid (and process group id) in a job id "<serial>-<pid>"."""
+    _, _, pid = job_id.rpartition("-")
+    return int(pid) if pid.isdigit() else None
+
+
+def _carries(pid: int, token: str) -> bool:
+    """Whether process `pid` is ours to stop: one of this study's jobs (its token in its
+    environment)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or another user's
+        return False
+    return f"MELISSA_STUDY_TOKEN={token}".encode() in environ.split(b"\0")
+
+
+def _is_running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a non-child's exit is reaped by init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from melissa.config.models import SAConfig
-from melissa.server.stats import extrema, kernels, moments, threshold
+from melissa.server.stats import extrema, kernels, moments, quantiles, threshold
 from melissa.server.stats.counts import SegmentedCounts
 
 _MOMENTS = ("mean", "m2", "m3", "m4")
@@ -68,16 +68,25 @@ class FieldStatistics:
             end = start + data.shape[0]
             counts = self._counts
             first, last = counts.cover(time_step, start, end)
+            segments = counts.segments(time_step, first, last, end)
             kernels.update(
-                data, time_step, start, simulation_id, self._sa.moment_order,
-                counts.segments(time_step, first, last, end), *self._kernel_state,
+                data, time_step, start, simulation_id, self._sa.moment_order, segments,
+                *self._kernel_state,
             )
+            if self._sa.quantiles:
+                s = self._state
+                quantiles.update(data, time_step, start, segments, s["quantile_levels"],
+                                 s["quantile"], s["quantile_density"], s["quantile_low"],
+                                 s["quantile_high"])
             counts.increment(time_step, first, last)
 
     def merge(self, other: FieldStatistics) -> None:
         """Combine with a state of the same shape built from disjoint samples."""
         if other is self:
             raise ValueError("cannot merge a state with itself (its samples are not disjoint)")
+        if self._sa.quantiles:
+            raise ValueError("quantile estimates depend on the order of the samples and do not "
+                             "merge: split server ranks by cells, never by samples")
         _check_compatible(self._state, other._state)
         if self.shape != other.shape:
             raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
@@ -102,7 +111,8 @@ class FieldStatistics:
         """Output arrays by name. Always "count" (time, cell) int64. Then, as selected in SAConfig:
         "mean", "variance", "skewness", "kurtosis" (time, cell) float64; "minimum",
         "minimum_simulation", "maximum", "maximum_simulation" (time, cell; ids int64, -1 where
-        count is 0); "threshold_exceedance" (threshold, time, cell) int64."""
+        count is 0); "threshold_exceedance" (threshold, time, cell) int64; "quantile" (level,
+        time, cell) float64."""
         s, sa = self._state, self._sa
         n = self._counts.expand()
         out = {"count": n}
@@ -118,6 +128,8 @@ class FieldStatistics:
                      "threshold_exceedance"):
             if name in s:
                 out[name] = s[name].copy()
+        if sa.quantiles:
+            out["quantile"] = quantiles.results(n, s["quantile"])
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -177,6 +189,11 @@ class FieldStatistics:
                 f"state thresholds {list(state['thresholds'])} differ from the "
                 f"configured threshold_values {list(sa.threshold_values)}"
             )
+        if "quantile_levels" in state and list(state["quantile_levels"]) != list(sa.quantiles):
+            raise ValueError(
+                f"state quantile levels {list(state['quantile_levels'])} differ from the "
+                f"configured quantiles {list(sa.quantiles)}"
+            )
         stats._bind()
         return stats
 
@@ -231,6 +248,13 @@ def _layout(
         k = len(sa.threshold_values)
         layout["thresholds"] = ((k,), _FLOAT, sa.threshold_values)
         layout["threshold_exceedance"] = ((k, *shape), _INT, 0)
+    if sa.quantiles:
+        levels = len(sa.quantiles)
+        layout["quantile_levels"] = ((levels,), _FLOAT, sa.quantiles)
+        layout["quantile"] = ((levels, *shape), _FLOAT, np.nan)
+        layout["quantile_density"] = ((levels, *shape), _FLOAT, 0.0)
+        layout["quantile_low"] = (shape, _FLOAT, np.nan)
+        layout["quantile_high"] = (shape, _FLOAT, np.nan)
     return layout
 
 

@@ -1,0 +1,251 @@
+"""Iterative Sobol' indices (pick-freeze, Martinez estimator; Terraz et al. SC17; ALGORITHMS.md).
+
+One observation is a complete pick-freeze group at one time step: the p + 2 values Y_A, Y_B,
+Y_C1..Y_Cp of every cell (the server joins the group's members first: groups.py). Per time step
+the state holds the number n of groups and, per cell, the means and M2 of Y_A, Y_B and each Y_Ck
+and the co-moments C(Y_B, Y_Ck) and C(Y_A, Y_Ck): 4p + 4 numbers. The first-order and total
+indices are correlations of these:
+
+    S_k  = C(Y_B, Y_Ck) / √(M2_B · M2_Ck)
+    ST_k = 1 − C(Y_A, Y_Ck) / √(M2_A · M2_Ck)
+
+with Fisher-z 95% intervals tanh(atanh(r) ± 1.96/√(n − 3)) on each correlation r (for ST = 1 − r
+the interval is [1 − r_high, 1 − r_low]). Where a variance is zero (relative to the mean) the
+index is undefined: NaN. Every update goes through one Welford/co-moment routine (`update`), whose
+counter is the same for means, M2 and co-moments (the legacy C server's off-by-one fed the
+co-moments n − 1); states of disjoint groups merge (Pébay 2008, co-moment rule).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
+_Z95 = 1.959963984540054  # the standard normal's 0.975 quantile
+# A variance below (this x |mean|)² (or exactly 0) is a constant output for the estimator.
+_RELATIVE_ZERO = 1e-12
+_BLOCK = 4096  # cells per block: the block's deltas of A and B stay in L1
+STATE = ("mean_a", "mean_b", "m2_a", "m2_b", "mean_c", "m2_c", "cov_bc", "cov_ac")
+
+
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def update(
+    y: np.ndarray, t: int, n: int,
+    mean_a: np.ndarray, mean_b: np.ndarray, m2_a: np.ndarray, m2_b: np.ndarray,
+    mean_c: np.ndarray, m2_c: np.ndarray, cov_bc: np.ndarray, cov_ac: np.ndarray,
+) -> None:
+    """Add one complete group `y` (p + 2, C) float64 — rows A, B, C_1..C_p — to time step t,
+    whose cells all had n groups before. Welford: δ = y − μ_old; μ += δ/(n + 1);
+    M2 += δ·(y − μ_new); co-moment C(X, Y) += δ_X·(y_Y − μ_Y,new).
+    State: mean_a..m2_b (T, C); mean_c, m2_c, cov_bc, cov_ac (p, T, C)."""
+    p = y.shape[0] - 2
+    cells = y.shape[1]
+    inv = 1.0 / (n + 1.0)
+    delta_a = np.empty(min(cells, _BLOCK))
+    delta_b = np.empty(min(cells, _BLOCK))
+    for lo in range(0, cells, _BLOCK):
+        hi = min(lo + _BLOCK, cells)
+        for i in range(lo, hi):
+            da = y[0, i] - mean_a[t, i]
+            db = y[1, i] - mean_b[t, i]
+            mean_a[t, i] += da * inv
+            mean_b[t, i] += db * inv
+            m2_a[t, i] += da * (y[0, i] - mean_a[t, i])
+            m2_b[t, i] += db * (y[1, i] - mean_b[t, i])
+            delta_a[i - lo] = da
+            delta_b[i - lo] = db
+        for k in range(p):
+            for i in range(lo, hi):
+                yc = y[2 + k, i]
+                dc = yc - mean_c[k, t, i]
+                mc = mean_c[k, t, i] + dc * inv
+                mean_c[k, t, i] = mc
+                r = yc - mc
+                m2_c[k, t, i] += dc * r
+                cov_bc[k, t, i] += delta_b[i - lo] * r
+                cov_ac[k, t, i] += delta_a[i - lo] * r
+
+
+class SobolState:
+    """Martinez state of one field on one server rank: p parameters, (nb_time_steps, n_cells)."""
+
+    def __init__(self, nb_parameters: int, nb_time_steps: int, n_cells: int) -> None:
+        if nb_parameters < 1 or nb_time_steps < 1 or n_cells < 0:
+            raise ValueError(
+                f"need p >= 1, nb_time_steps >= 1 and n_cells >= 0, got {nb_parameters}, "
+                f"{nb_time_steps} and {n_cells}"
+            )
+        self.nb_parameters = nb_parameters
+        self.shape = (nb_time_steps, n_cells)
+        self.groups = np.zeros(nb_time_steps, _INT)  # complete groups per time step
+        # np.full, not np.zeros: the pages are touched now, at the field's first HELLO, and not
+        # by the first updates (a first touch costs about as much as the update itself).
+        self.arrays = {
+            name: np.full(self._shape_of(name), 0.0) for name in STATE
+        }
+        # widest_interval's cache: per time step, the widths at _widest_groups groups
+        self._widest = np.full((nb_time_steps, 2), np.nan)
+        self._widest_groups = np.zeros(nb_time_steps, _INT)
+
+    def _shape_of(self, name: str) -> tuple[int, ...]:
+        per_parameter = name in ("mean_c", "m2_c", "cov_bc", "cov_ac")
+        return (self.nb_parameters, *self.shape) if per_parameter else self.shape
+
+    def update(self, time_step: int, y: np.ndarray) -> None:
+        """Add a complete group's values at time_step: y (p + 2, n_cells) float64, C order."""
+        expected = (self.nb_parameters + 2, self.shape[1])
+        if y.shape != expected or y.dtype != _FLOAT or not y.flags.c_contiguous:
+            raise ValueError(f"a group is a C-contiguous float64 array {expected}, got "
+                             f"{y.dtype}{list(y.shape)}")
+        if not 0 <= time_step < self.shape[0]:
+            raise ValueError(f"time step {time_step} out of range [0, {self.shape[0]})")
+        a = self.arrays
+        update(y, int(time_step), int(self.groups[time_step]), *(a[name] for name in STATE))
+        self.groups[time_step] += 1
+
+    def merge(self, other: SobolState) -> None:
+        """Combine with a state of the same shape built from other (disjoint) groups."""
+        if other is self:
+            raise ValueError("cannot merge a state with itself (its groups are not disjoint)")
+        if (other.nb_parameters, other.shape) != (self.nb_parameters, self.shape):
+            raise ValueError(
+                f"cannot merge Sobol' states of p={other.nb_parameters} {other.shape} into "
+                f"p={self.nb_parameters} {self.shape}"
+            )
+        for t in range(self.shape[0]):
+            na, nb = int(self.groups[t]), int(other.groups[t])
+            if nb == 0:
+                continue
+            if na == 0:
+                for name, array in self.arrays.items():
+                    array[..., t, :] = other.arrays[name][..., t, :]
+            else:
+                _merge_step(self.arrays, other.arrays, t, na, nb)
+            self.groups[t] = na + nb
+
+    def results(self) -> dict[str, np.ndarray]:
+        """"sobol_first", "sobol_total" and their "_low"/"_high" 95% bounds (parameter, time,
+        cell) float64, and "sobol_groups" (time, cell) int64: complete groups."""
+        a = self.arrays
+        n = self.groups[None, :, None]
+        r_first = _correlation(a["cov_bc"], a["m2_b"][None], a["m2_c"], a["mean_b"][None],
+                               a["mean_c"])
+        r_total = _correlation(a["cov_ac"], a["m2_a"][None], a["m2_c"], a["mean_a"][None],
+                               a["mean_c"])
+        first_low, first_high = fisher_interval(r_first, n)
+        total_low, total_high = fisher_interval(r_total, n)
+        return {
+            "sobol_first": r_first, "sobol_first_low": first_low, "sobol_first_high": first_high,
+            "sobol_total": 1.0 - r_total, "sobol_total_low": 1.0 - total_high,
+            "sobol_total_high": 1.0 - total_low,
+            "sobol_groups": np.repeat(self.groups[:, None], self.shape[1], axis=1),
+        }
+
+    def widest_interval(self) -> tuple[float, float]:
+        """Widest 95% interval of the first-order and of the total indices over every
+        parameter, time step and cell (NaN until one is defined): the convergence figure.
+        Only the time steps that gained groups since the last call are scanned again."""
+        a = self.arrays
+        for t in np.flatnonzero(self.groups != self._widest_groups):
+            n = int(self.groups[t])
+            if n > 3:
+                half = _Z95 / math.sqrt(n - 3)
+                self._widest[t] = [
+                    max(_widest(a["cov_bc"][k, t], a["m2_b"][t], a["m2_c"][k, t], a["mean_b"][t],
+                                a["mean_c"][k, t], half) for k in range(self.nb_parameters)),
+                    max(_widest(a["cov_ac"][k, t], a["m2_a"][t], a["m2_c"][k, t], a["mean_a"][t],
+                                a["mean_c"][k, t], half) for k in range(self.nb_parameters)),
+                ]
+            self._widest_groups[t] = n
+        widths = self._widest[np.isfinite(self._widest).any(axis=1)]
+        if not len(widths):
+            return math.nan, math.nan
+        return float(np.nanmax(widths[:, 0])), float(np.nanmax(widths[:, 1]))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """"sobol_groups" (T,) int64 and the state arrays (copies)."""
+        return {"sobol_groups": self.groups.copy(),
+                **{f"sobol_{name}": array.copy() for name, array in self.arrays.items()}}
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict[str, np.ndarray], nb_parameters: int, nb_time_steps: int, n_cells: int
+    ) -> SobolState:
+        """Inverse of `state_dict`; raises ValueError when a name, shape or dtype differs."""
+        result = cls(nb_parameters, nb_time_steps, n_cells)
+        expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+            "sobol_groups": ((nb_time_steps,), _INT)}
+        expected.update({f"sobol_{n}": (result._shape_of(n), _FLOAT) for n in STATE})
+        for name, (shape, dtype) in expected.items():
+            array = state.get(name)
+            if array is None or array.shape != shape or array.dtype != dtype:
+                got = "missing" if array is None else f"{array.dtype}{list(array.shape)}"
+                raise ValueError(f"Sobol' state {name!r} is {got}, expected {dtype}{list(shape)}")
+        result.groups[...] = state["sobol_groups"]
+        for name in STATE:
+            result.arrays[name][...] = state[f"sobol_{name}"]
+        return result
+
+    @property
+    def nbytes(self) -> int:
+        return self.groups.nbytes + sum(a.nbytes for a in self.arrays.values())
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _widest(cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray,
+            mean_y: np.ndarray, half: float) -> float:
+    """Widest Fisher interval tanh(atanh(r) + half) - tanh(atanh(r) - half) over the cells
+    where r = cov/sqrt(m2_x m2_y) is defined (as in _correlation); NaN if none is."""
+    widest = np.nan
+    for i in range(cov.shape[0]):
+        if m2_x[i] <= (_RELATIVE_ZERO * mean_x[i]) ** 2 or m2_y[i] <= (
+                _RELATIVE_ZERO * mean_y[i]) ** 2:
+            continue
+        r = min(1.0, max(-1.0, cov[i] / math.sqrt(m2_x[i] * m2_y[i])))
+        z = math.atanh(r)
+        width = math.tanh(z + half) - math.tanh(z - half)
+        if not width <= widest:  # also replaces the initial NaN
+            widest = width
+    return widest
+
+
+def fisher_interval(r: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """95% interval of a correlation r from n observations (Fisher z); NaN where n < 4."""
+    valid = np.broadcast_to(n > 3, r.shape) & np.isfinite(r)
+    half = _Z95 / np.sqrt(np.maximum(n - 3, 1).astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.arctanh(np.clip(r, -1.0, 1.0))
+        low, high = np.tanh(z - half), np.tanh(z + half)
+    return np.where(valid, low, np.nan), np.where(valid, high, np.nan)
+
+
+def _correlation(
+    cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray, mean_y: np.ndarray
+) -> np.ndarray:
+    """cov/√(m2_x·m2_y), NaN where either variance is (relatively) zero."""
+    def constant(m2: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        return m2 <= np.square(_RELATIVE_ZERO * mean)
+    undefined = constant(m2_x, mean_x) | constant(m2_y, mean_y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cov / np.sqrt(m2_x * m2_y)
+    return np.where(undefined, np.nan, r)
+
+
+def _merge_step(a: dict[str, np.ndarray], b: dict[str, np.ndarray], t: int, na: int,
+                nb: int) -> None:
+    """Pébay's pairwise rules at time step t: δ = μ_b − μ_a; μ = μ_a + δ·nb/n;
+    M2 = M2_a + M2_b + δ²·na·nb/n; C(X, Y) = C_a + C_b + δ_X·δ_Y·na·nb/n."""
+    n = na + nb
+    weight = na * nb / n
+    deltas = {}
+    for name in ("mean_a", "mean_b", "mean_c"):
+        delta = b[name][..., t, :] - a[name][..., t, :]
+        deltas[name] = delta
+        a[name][..., t, :] += delta * (nb / n)
+    for m2, mean in (("m2_a", "mean_a"), ("m2_b", "mean_b"), ("m2_c", "mean_c")):
+        a[m2][..., t, :] += b[m2][..., t, :] + deltas[mean] ** 2 * weight
+    for cov, x in (("cov_bc", "mean_b"), ("cov_ac", "mean_a")):
+        a[cov][..., t, :] += b[cov][..., t, :] + deltas[x][None] * deltas["mean_c"] * weight

@@ -1,0 +1,109 @@
+"""Simulations that are SIGKILLed mid-stream, hang, or fail several times are resubmitted, and the
+study's statistics equal those of the same study without faults; one that always fails is
+redrawn under a new id, its parameters continuing the seeded sequence. parameters.csv and the
+summary list every failure and what was done."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melissa.config.models import Sampling, UniformParameter
+from melissa.sampling import Sampler
+from tests.chaos.conftest import (
+    assert_same_statistics,
+    assert_statistics_of,
+    chaos_config,
+    run_launcher,
+    statistics,
+)
+
+SIMS = 12
+
+
+def fault_plan(seed: int) -> dict[str, Any]:
+    """A seeded random choice of faulty simulations: 2 killed, 1 hung, 2 failing twice."""
+    ids = [str(i) for i in random.Random(seed).sample(range(SIMS), 5)]
+    return {"kill": {ids[0]: 0, ids[1]: 0}, "hang": {ids[2]: 0},
+            "fail": {ids[3]: 2, ids[4]: 1}}
+
+
+def test_faults_leave_the_statistics_unchanged(tmp_path: Path) -> None:
+    plan = fault_plan(seed=2024)
+    (tmp_path / "faulty").mkdir()
+    (tmp_path / "clean").mkdir()
+    faulty = run_launcher(chaos_config(tmp_path / "faulty", SIMS, plan), tmp_path / "faulty")
+    assert faulty.returncode == 0, faulty.output
+    clean = run_launcher(chaos_config(tmp_path / "clean", SIMS), tmp_path / "clean")
+    assert clean.returncode == 0, clean.output
+    assert_same_statistics(statistics(faulty), statistics(clean))
+
+    rows = {r["simulation_id"]: r for r in faulty.parameters()}
+    assert len(rows) == SIMS and {r["status"] for r in rows.values()} == {"completed"}
+    expected_attempts = {**{s: 2 for s in plan["kill"]}, **{s: 2 for s in plan["hang"]},
+                         **{s: k + 1 for s, k in plan["fail"].items()}}
+    for sim, row in rows.items():
+        assert row["attempts"] == str(expected_attempts.get(sim, 1)), row
+    for sim in plan["kill"]:
+        assert "attempt 0: killed by signal SIGKILL, resubmitted" in rows[sim]["message"]
+    for sim in plan["hang"]:
+        assert "attempt 0: sent nothing for" in rows[sim]["message"]
+        assert "simulation_timeout), cancelled, resubmitted" in rows[sim]["message"]
+    for sim, k in plan["fail"].items():
+        assert rows[sim]["message"].count("exited with status 1, resubmitted") == k
+    # The summary lists each of them, and the launcher's log each resubmission.
+    assert "Failed simulations and what was done" in faulty.output
+    assert re.search(r"failed runs +│ 6 ", faulty.output), faulty.output
+    log = (faulty.output_dir / "logs" / "launcher.log").read_text()
+    assert log.count("resubmitted") == 6
+
+
+def test_a_simulation_that_always_fails_is_redrawn(launcher: Any, tmp_path: Path) -> None:
+    sims, doomed = 6, 2
+    run = launcher(chaos_config(tmp_path, sims, {"doomed": [str(doomed)]}))
+    assert run.returncode == 0, run.output
+    rows = run.parameters()
+    assert [r["simulation_id"] for r in rows] == [str(i) for i in range(sims + 1)]
+    old, new = rows[doomed], rows[sims]
+    assert (old["status"], old["attempts"], old["exit_code"]) == ("redrawn", "3", "1")
+    assert old["message"].endswith(f"failed 3 times, redrawn as simulation {sims}")
+    assert new["status"] == "completed" and new["attempts"] == "1"
+    # The redrawn parameters continue the study's seeded sequence.
+    sampler = Sampler([UniformParameter(name="p", distribution="uniform", low=0, high=1)],
+                      Sampling(), seed=7, planned_size=sims)
+    draws = sampler.draw(sims + 1)[:, 0]
+    assert [float(r["p"]) for r in rows] == draws.tolist()
+    # The statistics are those of the simulations that completed (NumPy, offline).
+    completed = np.array([float(r["p"]) for r in rows if r["status"] == "completed"])
+    assert len(completed) == sims
+    assert_statistics_of(statistics(run), completed)
+    assert re.search(rf"│ {doomed} +│ redrawn +│ 3 +│ 1 +│ attempt 0: exited with status 1", run.output)
+    assert re.search(r"redrawn +│ 1 ", run.output), run.output
+
+
+def test_a_failing_sobol_member_redraws_its_whole_group(launcher: Any, tmp_path: Path) -> None:
+    groups, size, doomed = 3, 3, 4  # one parameter: groups of A, B, C_p; 4 is group 1's B
+    # Its C_p hangs long enough to be running still when the group is redrawn.
+    cfg = chaos_config(tmp_path, groups, {"doomed": [str(doomed)], "hang": {"5": 0}})
+    cfg["sa_config"]["sobol_indices"] = True
+    cfg["study_options"]["simulation_timeout"] = 20
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    rows = run.parameters()
+    assert [r["simulation_id"] for r in rows] == [str(i) for i in range((groups + 1) * size)]
+    assert rows[doomed]["status"] == "redrawn"
+    assert rows[doomed]["message"].endswith("failed 3 times, redrawn as group 3 (simulations 9-11)")
+    assert rows[3]["status"] == "completed"  # done before the redraw: kept
+    assert (rows[5]["status"], rows[5]["message"]) == (
+        "redrawn", "group 1 redrawn as group 3 (simulations 9-11): simulation 4 failed 3 times")
+    assert [r["status"] for r in rows[9:]] == ["completed"] * size
+    assert [r["sobol_member"] for r in rows[9:]] == ["A", "B", "C_p"]
+    sampler = Sampler([UniformParameter(name="p", distribution="uniform", low=0, high=1)],
+                      Sampling(), seed=7, planned_size=groups, pick_freeze=True)
+    assert [float(r["p"]) for r in rows] == sampler.draw(groups + 1)[:, 0].tolist()
+    server_log = (run.output_dir / "logs" / "server.log").read_text()
+    assert "abandoned simulations [4, 5]" in server_log, server_log
