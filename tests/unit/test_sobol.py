@@ -210,11 +210,12 @@ def test_constant_output_gives_nan_not_zero() -> None:
 
 
 def test_fisher_interval() -> None:
-    low, high = fisher_interval(np.array([0.5, 1.0, -1.0]), np.array(103))
     half = 1.959963984540054 / 10
-    np.testing.assert_allclose(low[0], np.tanh(np.arctanh(0.5) - half))
-    np.testing.assert_allclose(high[0], np.tanh(np.arctanh(0.5) + half))
-    assert (low[1], high[1]) == (1.0, 1.0) and (low[2], high[2]) == (-1.0, -1.0)
+    low, high = fisher_interval(0.5, 103)
+    assert low == pytest.approx(np.tanh(np.arctanh(0.5) - half), rel=1e-14)
+    assert high == pytest.approx(np.tanh(np.arctanh(0.5) + half), rel=1e-14)
+    assert fisher_interval(1.0, 103) == (1.0, 1.0) and fisher_interval(-1.0, 50) == (-1.0, -1.0)
+    assert np.isnan(fisher_interval(0.5, 3)).all() and np.isnan(fisher_interval(np.nan, 9)).all()
 
 
 def test_widest_interval_matches_the_results_and_follows_new_groups() -> None:

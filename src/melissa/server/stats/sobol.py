@@ -19,6 +19,7 @@ co-moments n − 1); states of disjoint groups merge (Pébay 2008, co-moment rul
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 from numba import njit
@@ -130,19 +131,15 @@ class SobolState:
         """"sobol_first", "sobol_total" and their "_low"/"_high" 95% bounds (parameter, time,
         cell) float64, and "sobol_groups" (time, cell) int64: complete groups."""
         a = self.arrays
-        n = self.groups[None, :, None]
-        r_first = _correlation(a["cov_bc"], a["m2_b"][None], a["m2_c"], a["mean_b"][None],
-                               a["mean_c"])
-        r_total = _correlation(a["cov_ac"], a["m2_a"][None], a["m2_c"], a["mean_a"][None],
-                               a["mean_c"])
-        first_low, first_high = fisher_interval(r_first, n)
-        total_low, total_high = fisher_interval(r_total, n)
-        return {
-            "sobol_first": r_first, "sobol_first_low": first_low, "sobol_first_high": first_high,
-            "sobol_total": 1.0 - r_total, "sobol_total_low": 1.0 - total_high,
-            "sobol_total_high": 1.0 - total_low,
-            "sobol_groups": np.repeat(self.groups[:, None], self.shape[1], axis=1),
-        }
+        out = {}
+        for kind, cov, x in (("first", "cov_bc", "b"), ("total", "cov_ac", "a")):
+            index, low, high = (np.empty(a[cov].shape) for _ in range(3))
+            _indices(a[cov], a[f"m2_{x}"], a["m2_c"], a[f"mean_{x}"], a["mean_c"], self.groups,
+                     kind == "total", index, low, high)
+            out.update({f"sobol_{kind}": index, f"sobol_{kind}_low": low,
+                        f"sobol_{kind}_high": high})
+        out["sobol_groups"] = np.repeat(self.groups[:, None], self.shape[1], axis=1)
+        return out
 
     def widest_interval(self) -> tuple[float, float]:
         """Widest 95% interval of the first-order and of the total indices over every
@@ -152,18 +149,14 @@ class SobolState:
         for t in np.flatnonzero(self.groups != self._widest_groups):
             n = int(self.groups[t])
             if n > 3:
-                half = _Z95 / math.sqrt(n - 3)
                 self._widest[t] = [
-                    max(_widest(a["cov_bc"][k, t], a["m2_b"][t], a["m2_c"][k, t], a["mean_b"][t],
-                                a["mean_c"][k, t], half) for k in range(self.nb_parameters)),
-                    max(_widest(a["cov_ac"][k, t], a["m2_a"][t], a["m2_c"][k, t], a["mean_a"][t],
-                                a["mean_c"][k, t], half) for k in range(self.nb_parameters)),
+                    _nanmax(_widest(a[cov][k, t], a[f"m2_{x}"][t], a["m2_c"][k, t],
+                                    a[f"mean_{x}"][t], a["mean_c"][k, t], n)
+                            for k in range(self.nb_parameters))
+                    for cov, x in (("cov_bc", "b"), ("cov_ac", "a"))
                 ]
             self._widest_groups[t] = n
-        widths = self._widest[np.isfinite(self._widest).any(axis=1)]
-        if not len(widths):
-            return math.nan, math.nan
-        return float(np.nanmax(widths[:, 0])), float(np.nanmax(widths[:, 1]))
+        return _nanmax(self._widest[:, 0]), _nanmax(self._widest[:, 1])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """"sobol_groups" (T,) int64 and the state arrays (copies)."""
@@ -194,44 +187,61 @@ class SobolState:
         return self.groups.nbytes + sum(a.nbytes for a in self.arrays.values())
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _correlation(cov: float, m2_x: float, m2_y: float, mean_x: float, mean_y: float) -> float:
+    """cov/√(m2_x·m2_y), NaN where either variance is (relatively) zero: the output does not
+    vary, and the index is undefined."""
+    if m2_x <= (_RELATIVE_ZERO * mean_x) ** 2 or m2_y <= (_RELATIVE_ZERO * mean_y) ** 2:
+        return np.nan
+    return min(1.0, max(-1.0, cov / math.sqrt(m2_x * m2_y)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def fisher_interval(r: float, n: int) -> tuple[float, float]:
+    """95% interval of a correlation r from n observations (Fisher z); NaN where n < 4 or r is
+    NaN."""
+    if n < 4 or np.isnan(r):
+        return np.nan, np.nan
+    z = math.atanh(r)
+    half = _Z95 / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _indices(cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray,
+             mean_y: np.ndarray, groups: np.ndarray, total: bool, index: np.ndarray,
+             low: np.ndarray, high: np.ndarray) -> None:
+    """One pass over (p, T, C): the index r (first order) or 1 − r (total) and its interval,
+    r = C(X, Y_Ck)/√(M2_X·M2_Ck); cov, m2_y, mean_y (p, T, C); m2_x, mean_x (T, C)."""
+    p, steps, cells = cov.shape
+    for k in range(p):
+        for t in range(steps):
+            for c in range(cells):
+                r = _correlation(cov[k, t, c], m2_x[t, c], m2_y[k, t, c], mean_x[t, c],
+                                 mean_y[k, t, c])
+                lo, hi = fisher_interval(r, groups[t])
+                if total:
+                    r, lo, hi = 1.0 - r, 1.0 - hi, 1.0 - lo
+                index[k, t, c], low[k, t, c], high[k, t, c] = r, lo, hi
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _widest(cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray,
-            mean_y: np.ndarray, half: float) -> float:
-    """Widest Fisher interval tanh(atanh(r) + half) - tanh(atanh(r) - half) over the cells
-    where r = cov/sqrt(m2_x m2_y) is defined (as in _correlation); NaN if none is."""
+            mean_y: np.ndarray, n: int) -> float:
+    """Widest 95% interval over the cells of one parameter and time step (NaN if none is
+    defined); the width of 1 − r's interval is that of r's."""
     widest = np.nan
     for i in range(cov.shape[0]):
-        if m2_x[i] <= (_RELATIVE_ZERO * mean_x[i]) ** 2 or m2_y[i] <= (
-                _RELATIVE_ZERO * mean_y[i]) ** 2:
-            continue
-        r = min(1.0, max(-1.0, cov[i] / math.sqrt(m2_x[i] * m2_y[i])))
-        z = math.atanh(r)
-        width = math.tanh(z + half) - math.tanh(z - half)
-        if not width <= widest:  # also replaces the initial NaN
+        lo, hi = fisher_interval(_correlation(cov[i], m2_x[i], m2_y[i], mean_x[i], mean_y[i]), n)
+        width = hi - lo
+        if not np.isnan(width) and (np.isnan(widest) or width > widest):
             widest = width
     return widest
 
 
-def fisher_interval(r: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """95% interval of a correlation r from n observations (Fisher z); NaN where n < 4."""
-    valid = np.broadcast_to(n > 3, r.shape) & np.isfinite(r)
-    half = _Z95 / np.sqrt(np.maximum(n - 3, 1).astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.arctanh(np.clip(r, -1.0, 1.0))
-        low, high = np.tanh(z - half), np.tanh(z + half)
-    return np.where(valid, low, np.nan), np.where(valid, high, np.nan)
-
-
-def _correlation(
-    cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray, mean_y: np.ndarray
-) -> np.ndarray:
-    """cov/√(m2_x·m2_y), NaN where either variance is (relatively) zero."""
-    def constant(m2: np.ndarray, mean: np.ndarray) -> np.ndarray:
-        return m2 <= np.square(_RELATIVE_ZERO * mean)
-    undefined = constant(m2_x, mean_x) | constant(m2_y, mean_y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = cov / np.sqrt(m2_x * m2_y)
-    return np.where(undefined, np.nan, r)
+def _nanmax(values: Iterable[float]) -> float:
+    """The largest value that is not NaN; NaN if there is none."""
+    return max((float(v) for v in values if not math.isnan(v)), default=math.nan)
 
 
 def _merge_step(a: dict[str, np.ndarray], b: dict[str, np.ndarray], t: int, na: int,
