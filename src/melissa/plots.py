@@ -305,7 +305,7 @@ def _sobol_series_figure(
     low = ds["sobol_first_low"].transpose("parameter", TIME, *space)
     high = ds["sobol_first_high"].transpose("parameter", TIME, *space)
     names = _parameter_names(first)
-    fig = Figure(figsize=(4.6 * max(1, len(probes)), 3.9), layout="constrained")
+    fig = Figure(figsize=(max(4.6 * len(probes), 2.0 * len(names)), 4.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(probes)), squeeze=False, sharey=True)[0]
     t = _time_axis(first)
     for ax, (label, index) in zip(axes, probes):
@@ -323,7 +323,9 @@ def _sobol_series_figure(
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("Sobol' index")
-    axes[0].legend(fontsize=8, ncol=2)
+    handles, labels = axes[0].get_legend_handles_labels()
+    # one legend column per parameter: its S above its ST
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(names), fontsize=8)
     fig.suptitle(f"{field}: Sobol' indices over time (band: 95% interval of S){_groups_suffix(ds)}")
     return fig
 

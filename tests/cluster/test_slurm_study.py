@@ -18,6 +18,7 @@ import xarray as xr
 
 from tests.integration.conftest import run_launcher, start_launcher
 from tests.integration.test_heat_study import heat_config
+from tests.integration.test_sobol_study import ISHIGAMI, example_config
 
 pytestmark = pytest.mark.slurm
 
@@ -54,6 +55,27 @@ def test_sa_study_through_slurm_equals_the_local_run(tmp_path: Path) -> None:
     assert "MELISSA_STUDY_TOKEN" not in script  # the token travels with sbatch, not in files
     log = (slurm.output_dir / "logs" / "launcher.log").read_text()
     assert re.search(r"simulation 5 \(attempt 0\) submitted as job \d+\n", log), log
+
+
+def test_sobol_study_through_slurm_equals_the_local_run(tmp_path: Path) -> None:
+    """Pick-freeze groups as Slurm jobs: the same indices as with the local scheduler."""
+    results = {}
+    for scheduler in ("local", "slurm"):
+        config = example_config(
+            ISHIGAMI / "config.json", output_dir=str(tmp_path / scheduler),
+            study_options={"parameter_sweep_size": 8},
+            client_config={"executable_command": f"{sys.executable} "
+                                                 f"{ISHIGAMI / 'ishigami.py'}"},
+            launcher_config={"scheduler": scheduler, "job_limit": 10})
+        (tmp_path / f"{scheduler}_dir").mkdir()
+        run = run_launcher(config, tmp_path / f"{scheduler}_dir")
+        assert run.returncode == 0, run.output
+        with xr.open_dataset(run.output_dir / "statistics" / "y.nc") as ds:
+            results[scheduler] = ds.load()
+    assert int(results["slurm"]["sobol_groups"].min()) == 8
+    for name in ("sobol_first", "sobol_total", "sobol_first_low", "mean"):
+        np.testing.assert_allclose(results["slurm"][name].values, results["local"][name].values,
+                                   rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 # The simulation fails by its parameter: exits 3, or runs past its time limit (which it ends
