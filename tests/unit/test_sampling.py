@@ -179,3 +179,38 @@ def test_loguniform_values_stay_within_bounds(x: float, y: float, u: float) -> N
     assume(low < high)
     value = inverse_cdf(loguniform("b", low, high), np.array([u, 0.0, np.nextafter(1.0, 0.0)]))
     assert np.all((low <= value) & (value <= high))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pick_freeze_groups(method: Method) -> None:
+    """Groups of p + 2 rows: A, B, then C_k = A with its k-th value from B; A and B are the two
+    halves of one 2p-dimensional design point, each mapped by its parameter's distribution;
+    drawing in pieces continues the sequence."""
+    p = len(MIXED)
+    whole = Sampler(MIXED, Sampling(method=method), 3, planned_size=16, pick_freeze=True)
+    assert whole.group_size == p + 2
+    rows = whole.draw(16)
+    assert rows.shape == (16 * (p + 2), p) and whole.drawn == 16
+    groups = rows.reshape(16, p + 2, p)
+    a, b = groups[:, 0], groups[:, 1]
+    for k in range(p):
+        expected = a.copy()
+        expected[:, k] = b[:, k]
+        np.testing.assert_array_equal(groups[:, 2 + k], expected)
+    assert not np.any(a == b)
+    pieces = Sampler(MIXED, Sampling(method=method), 3, planned_size=16, pick_freeze=True)
+    np.testing.assert_array_equal(np.concatenate([pieces.draw(5), pieces.draw(11)]), rows)
+    if method == "lhs":  # every half of the 2p dimensions is stratified over the 16 groups
+        for column, parameter in enumerate(MIXED):
+            for half in (a, b):
+                unit = _cdf(parameter, half[:, column])
+                assert sorted(np.floor(unit * 16).astype(int)) == list(range(16))
+
+
+def _cdf(parameter: Parameter, values: np.ndarray) -> np.ndarray:
+    if isinstance(parameter, NormalParameter):
+        return stats.norm.cdf(values, parameter.mean, parameter.std)
+    if isinstance(parameter, LogUniformParameter):
+        return (np.log(values) - math.log(parameter.low)) / (
+            math.log(parameter.high) - math.log(parameter.low))
+    return (values - parameter.low) / (parameter.high - parameter.low)
