@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,5 @@ def test_heat_sobol_example_makes_index_maps(launcher: Any, tmp_path: Path) -> N
     assert ds["sobol_first"].dims == ("parameter", "time", "y", "x")
     assert ds["sobol_first"].sizes["parameter"] == 6 and int(ds["sobol_groups"].max()) == 3
     assert math.isnan(float(ds["sobol_first_low"].values.max()))  # 3 groups: no interval yet
+    assert re.search(r"Sobol' indices, temperature +│ 3 groups, widest 95% interval nan",
+                     run.output), run.output

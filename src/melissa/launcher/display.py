@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from rich.table import Table
 from typing_extensions import Self
 
 from melissa.launcher.state import SimulationRecord, SimulationStatus
+from melissa.paths import StudyPaths
 
 _MAX_FAULT_ROWS = 50  # simulations listed in the summary; parameters.csv has them all
 
@@ -72,6 +74,19 @@ def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of:
         console.print(f"... and {len(faulty) - _MAX_FAULT_ROWS} more (see parameters.csv)")
 
 
+def _sobol_convergence(path: Path) -> list[tuple[str, str]]:
+    """(field, "N groups, widest 95% interval ...") from the last row of each field in the
+    server's statistics/sobol_convergence.csv; nothing when the study has no Sobol' indices."""
+    try:
+        with open(path, newline="") as f:
+            last = {row["field"]: row for row in csv.DictReader(f)}
+    except (OSError, KeyError, csv.Error):
+        return []
+    return [(field, (f"{row['groups']} groups, widest 95% interval {row['widest_first']} "
+                     f"(first order), {row['widest_total']} (total)"))
+            for field, row in last.items()]
+
+
 def print_summary(
     console: Console,
     records: Sequence[SimulationRecord],
@@ -106,6 +121,8 @@ def print_summary(
     )
     if server.get("bad_messages"):
         table.add_row("bad messages dropped", str(server["bad_messages"]))
+    for field, convergence in _sobol_convergence(StudyPaths(output_dir).sobol_convergence):
+        table.add_row(f"Sobol' indices, {field}", convergence)
     console.print(table)
     _print_faults(console, records, log_of)
     for i, reason in enumerate(server_restarts, 1):
