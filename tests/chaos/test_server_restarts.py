@@ -46,15 +46,29 @@ def wait_completed(db: Path, count: int) -> None:
         time.sleep(0.05)
 
 
+def wait_checkpoint(out: Path, after: int = -1) -> int:
+    """The sequence number of a checkpoint newer than `after`, once one is written."""
+    deadline = time.monotonic() + 60
+    while True:
+        written = [int(p.stem.rsplit("-", 1)[1])
+                   for p in (out / "checkpoints").glob("server-rank0000-*.ckpt")]
+        if written and max(written) > after:
+            return max(written)
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+
+
 def test_a_dead_and_a_silent_server_are_restarted(tmp_path: Path) -> None:
     cfg = chaos_config(tmp_path, SIMS, step_s=0.2, job_limit=3, server_timeout=4)
     launcher = start_launcher(tmp_path, cfg)
     out = tmp_path / "out"
     first = server_pid(out)
     wait_completed(out / "study.db", 2)
+    restored = wait_checkpoint(out)  # so that the restart restores one (else it starts empty)
     os.kill(first, signal.SIGKILL)
     second = server_pid(out, not_pid=first)
     wait_completed(out / "study.db", 5)
+    wait_checkpoint(out, after=restored)  # one of the second server's
     os.kill(second, signal.SIGSTOP)  # alive but silent: the launcher kills it after 4 s
     output, _ = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, output

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from tests.chaos.test_launcher_faults import completed_jobs
-from tests.chaos.test_server_restarts import server_pid
+from tests.chaos.test_server_restarts import server_pid, wait_checkpoint
 from tests.integration.conftest import run_launcher, start_launcher
 
 CELLS, STEPS, GROUPS = 150_000, 3, 6  # a few tens of MB of state: a checkpoint write is seen
@@ -82,7 +82,8 @@ def test_server_killed_twice_once_mid_checkpoint(tmp_path: Path) -> None:
     out = workdir / "out"
     first = server_pid(out)
     wait_for(lambda: len(completed_jobs(out / "study.db")) >= 5, "a first group")
-    os.kill(first, signal.SIGKILL)  # group 1 is half joined
+    wait_checkpoint(out)
+    os.kill(first, signal.SIGKILL)  # a group is half joined
     second = server_pid(out, not_pid=first)
     wait_for(lambda: partly_written_checkpoint(out), "a checkpoint being written")
     os.kill(second, signal.SIGKILL)
