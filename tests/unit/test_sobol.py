@@ -131,22 +131,16 @@ def test_join_in_any_member_order_gives_identical_results() -> None:
 
     chunks = [(g, m, t, h) for g in range(n) for t in range(steps) for m in range(p + 2)
               for h in range(2)]
-    # Same completion order: within each group, members in another order; groups interleaved.
-    shuffled = []
-    for g in range(0, n, 2):
-        pair = [c for c in chunks if c[0] in (g, g + 1)]
-        first_of = {(c[0], c[2]): max(i for i, d in enumerate(pair) if d[:1] + d[2:3] ==
-                                      c[:1] + c[2:3]) for c in pair}
-        rng.shuffle(pair)
-        # keep each (group, step)'s last chunk last among its own, so completion order holds
-        shuffled += sorted(pair, key=lambda c: (first_of[(c[0], c[2])], rng.random()))
-    reference, interleaved = run(chunks), run(shuffled)
-    for name in reference:
-        np.testing.assert_array_equal(reference[name], interleaved[name])
-    random_order = [chunks[i] for i in rng.permutation(len(chunks))]
-    other = run(random_order)
-    for name in reference:
-        np.testing.assert_allclose(other[name], reference[name], rtol=1e-12, atol=1e-14)
+    interleaved = [chunks[i] for i in rng.permutation(len(chunks))]
+    # The same (group, step)s, completing in the same order, each sent member after member.
+    completion = list({(g, t): None for g, _, t, _ in reversed(interleaved)})[::-1]
+    sequential = [c for g, t in completion for c in chunks if (c[0], c[2]) == (g, t)]
+    got, expected = run(interleaved), run(sequential)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    in_order = run(chunks)  # other completion order: equal to rounding
+    for name in expected:
+        np.testing.assert_allclose(in_order[name], expected[name], rtol=1e-12, atol=1e-14)
 
 
 def test_join_frees_completed_and_abandoned_steps() -> None:
