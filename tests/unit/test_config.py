@@ -44,8 +44,21 @@ BAD = [
     (with_change("study_options.nb_time_steps", 0),
      "c.json: study_options.nb_time_steps: Input should be greater than 0, got 0"),
     (with_change("study_options.nb_time_steps", "ten"),
-     ('c.json: study_options.nb_time_steps: Input should be a valid integer, unable to parse '
-     'string as an integer, got "ten"')),
+     ('c.json: study_options.nb_time_steps: expected an integer, got the string "ten" (write '
+      'it without quotes)')),
+    # Strict types: no silent coercion of strings to numbers or booleans.
+    (with_change("study_options.parameter_sweep_size", "6"),
+     ('c.json: study_options.parameter_sweep_size: expected an integer, got the string "6" '
+      '(write it without quotes)')),
+    (with_change("sa_config", {"mean": "yes"}),
+     'c.json: sa_config.mean: expected true or false, got the string "yes" (write it without quotes)'),
+    (with_change("sa_config", {"mean": 1}),
+     "c.json: sa_config.mean: Input should be a valid boolean, got 1"),
+    (with_change("dl_config", {"learning_rate": "1e-4"}),
+     ('c.json: dl_config.learning_rate: expected a number, got the string "1e-4" (write it '
+      'without quotes)')),
+    (with_change("study_options.nb_time_steps", 2.5),
+     "c.json: study_options.nb_time_steps: Input should be a valid integer, got 2.5"),
     (with_change("study_options.field_names", ...),
      "c.json: study_options.field_names: required key is missing"),
     (with_change("study_options.field_names", ["T", "T"]),

@@ -75,6 +75,10 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
+# Strict types: a quoted number or boolean is refused with what to write instead.
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}
+
+
 def format_validation_error(exc: ValidationError, data: Any, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -90,6 +94,9 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
         elif err["type"] == "union_tag_invalid":
             where += ".distribution"
             msg = f"{json.dumps(err['input'].get('distribution'))} is not one of {err['ctx']['expected_tags']}"
+        elif err["type"] in _EXPECTED and isinstance(err.get("input"), str):
+            msg = (f"expected {_EXPECTED[err['type']]}, got the string "
+                   f"{json.dumps(err['input'])} (write it without quotes)")
         elif "input" in err and not isinstance(err["input"], (dict, list)) and "got" not in msg:
             msg = f"{msg}, got {json.dumps(err['input'], default=str)}"
         lines.append(f"{source}: {where}: {msg}")

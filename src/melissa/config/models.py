@@ -2,6 +2,8 @@
 
 Every field's `description` is what `melissa-launcher --print-options` shows, so keep them
 user-facing. Unknown keys are errors (`extra="forbid"`): a misspelt key must never be ignored.
+Types are strict: "6", "yes" or "1e-4" in quotes are strings, never silently taken for a number or
+a boolean (an integer is still a valid float).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ RESERVED_PARAMETER_NAMES = frozenset(
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class StudyOptions(Section):
@@ -359,7 +361,7 @@ class LauncherConfig(Section):
 
 
 class StudyConfig(Section):
-    output_dir: Path = Field(
+    output_dir: Annotated[Path, Field(strict=False)] = Field(  # JSON has no path type
         default=Path("melissa_output"),
         description="Where results, logs and state go; relative paths are from the config file.",
     )
