@@ -37,6 +37,11 @@ class StudyPaths:
         return self.root / "launcher.json"
 
     @property
+    def lock(self) -> Path:
+        """Held by the study's live launcher: its host, pid and start time (launcher/lock.py)."""
+        return self.root / "launcher.lock"
+
+    @property
     def job_limit(self) -> Path:
         """Holds job_limit while the study runs; edit it to change the limit (elasticity)."""
         return self.root / "job_limit"

@@ -80,4 +80,4 @@ def test_monitor_once_shows_the_right_counts(tmp_path: Path) -> None:
     assert not (out_dir / "launcher.json").exists()
     gone = monitor(str(out_dir), "--once")
     assert gone.returncode == 1
-    assert f"the study in {out_dir} is not running" in gone.stderr
+    assert f"the study in {out_dir} has finished: its outcome is in" in gone.stderr

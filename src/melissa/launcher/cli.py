@@ -16,6 +16,7 @@ from melissa.config.options import print_options
 from melissa.errors import MelissaError, StudyError
 from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
+from melissa.launcher.lock import StudyLock
 from melissa.launcher.schedulers import make_scheduler
 from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
@@ -94,10 +95,19 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
 
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
-    scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+    paths = StudyPaths(loaded.output_dir)
+    scheduler = make_scheduler(launcher_config, paths)
     study: Study | None = None
     api: StatusAPI | None = None
+    lock: StudyLock | None = None
     try:
+        if resume and not paths.state_db.is_file():
+            raise StudyError(f"no study to resume in {paths.root} (no study.db): start it "
+                             "without --resume")
+        lock = StudyLock.acquire(paths.root)  # one live launcher per study
+        if lock.taken_over is not None:
+            console.print(f"Took over the study lock of {lock.taken_over.describe()}, which is "
+                          "gone.", soft_wrap=True, highlight=False)
         study = Study(loaded, scheduler)
         if not resume:
             study.prepare(overwrite)
@@ -129,7 +139,8 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
             raise StudyError("no simulation completed: see the failed simulations above")
         return 0
     except KeyboardInterrupt:
-        _error("interrupted; cancelling every job")
+        _error("interrupted; cancelling every job. Continue the study with: "
+               f"melissa-launcher --resume {paths.root}")
         return 130
     except MelissaError as exc:
         log.error("%s", exc)
@@ -142,6 +153,8 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
             study.close()
         else:
             scheduler.close()
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

@@ -331,18 +331,27 @@ class StateStore:
 
 def read_token(path: Path) -> str:
     """The study token in a study.db, read without changing anything (for melissa-monitor)."""
+    return _read_study_column(path, "token_hex", "the study token")
+
+
+def read_status(path: Path) -> str:
+    """The study's status in a study.db ("finished" once its results are written), read
+    without changing anything."""
+    return _read_study_column(path, "status", "the study status")
+
+
+def _read_study_column(path: Path, column: str, what: str) -> str:
     if not path.is_file():
         raise StudyError(f"no Melissa study in {path.parent} (no {path.name})")
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
         try:
-            row = conn.execute("SELECT token_hex FROM study").fetchone()
+            row = conn.execute(f"SELECT {column} FROM study").fetchone()
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise StudyError(
-            f"cannot read the study token from {path}: {exc} (it is readable by the study's "
-            "owner only)"
+            f"cannot read {what} from {path}: {exc} (it is readable by the study's owner only)"
         ) from None
     if row is None:
         raise StudyError(f"{path} holds no study yet")

@@ -98,8 +98,9 @@ class Study:
                     f"output_dir {root} already holds a study (study.db): pass --resume to "
                     "continue it, --overwrite to replace it, or set another output_dir"
                 )
+            self._stop_replaced_study()
             self.paths.remove_study()
-        elif root.exists() and any(root.iterdir()):
+        elif root.exists() and any(p != self.paths.lock for p in root.iterdir()):
             raise StudyError(
                 f"output_dir {root} exists and is not empty: choose another output_dir"
             )
@@ -140,7 +141,7 @@ class Study:
         self.token_hex = info["token_hex"]
         self.sampler = self._new_sampler()
         self.sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
-        self._stop_earlier_jobs(info["server_job"])
+        self._stop_earlier_jobs(self.store, self.token_hex, info["server_job"])
         counts = self.store.counts()
         log.info("study in %s resumed: %d simulations completed, %d to run", self.paths.root,
                  counts[SimulationStatus.COMPLETED], counts[SimulationStatus.PENDING])
@@ -159,15 +160,27 @@ class Study:
                 "launcher_config may change)"
             )
 
-    def _stop_earlier_jobs(self, server_job: str | None) -> None:
+    def _stop_replaced_study(self) -> None:
+        """--overwrite: stop what the study's dead launcher left running before deleting it."""
+        try:
+            old = StateStore(self.paths.state_db)
+            try:
+                info = old.study()
+                self._stop_earlier_jobs(old, info["token_hex"], info["server_job"])
+            finally:
+                old.close()
+        except (StudyError, ValueError) as exc:  # unreadable: nothing can be found to stop
+            log.warning("the replaced study's jobs were not looked for: %s", exc)
+
+    def _stop_earlier_jobs(self, store: StateStore, token_hex: str,
+                           server_job: str | None) -> None:
         """Stop what the dead launcher left running: the server (it checkpoints on SIGTERM; the
         new one restores that checkpoint) and the simulations, which talked to it. They stay
         running in study.db until the new server said which of them it holds complete."""
-        assert self.store is not None
-        running = self.store.simulations(SimulationStatus.RUNNING)
+        running = store.simulations(SimulationStatus.RUNNING)
         clients = [r.job_id for r in running if r.job_id is not None]
         followed = self.scheduler.adopt([*clients, *([server_job] if server_job else [])],
-                                        self.token_hex)
+                                        token_hex)
         self.scheduler.cancel(followed)
         if server_job in followed:
             self._wait_ended([server_job])

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from melissa.errors import MelissaError, StudyError
-from melissa.launcher.state import read_token
+from melissa.launcher.lock import read_owner
+from melissa.launcher.state import read_status, read_token
 from melissa.paths import StudyPaths
 
 
@@ -18,10 +19,27 @@ class MonitorError(MelissaError):
     """The monitor cannot reach or read a study's status API."""
 
 
+def not_running(paths: StudyPaths) -> str:
+    """Why no launcher answers for the study in `paths`, and what to do."""
+    try:
+        finished = read_status(paths.state_db) == "finished"
+    except StudyError as exc:
+        return str(exc)
+    if finished:
+        return f"the study in {paths.root} has finished: its outcome is in {paths.parameters_csv}"
+    owner, alive = read_owner(paths.root)
+    if alive and owner is not None:
+        return (f"the study in {paths.root} is still starting or stopping ({owner.describe()}); "
+                "try again in a moment")
+    return (f"the launcher of the study in {paths.root} is gone before the study finished "
+            f"(stopped or killed): continue it with melissa-launcher --resume {paths.root}")
+
+
 @dataclass(frozen=True)
 class StatusSource:
     address: str  # http://host:port
     token: str
+    paths: StudyPaths | None = None  # when given an output directory
 
     @classmethod
     def resolve(cls, target: str, token: str | None) -> StatusSource:
@@ -42,10 +60,7 @@ class StatusSource:
             address = str(info["address"])
         except FileNotFoundError:
             if paths.state_db.exists():
-                raise MonitorError(
-                    f"the study in {paths.root} is not running (no {paths.launcher_info.name}): "
-                    f"its outcome is in {paths.parameters_csv}"
-                ) from None
+                raise MonitorError(not_running(paths)) from None
             raise MonitorError(f"no Melissa study in {paths.root} (no study.db)") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise MonitorError(f"cannot read {paths.launcher_info}: {exc}") from None
@@ -54,7 +69,7 @@ class StatusSource:
                 token = read_token(paths.state_db)
             except StudyError as exc:
                 raise MonitorError(str(exc)) from None
-        return cls(address, token)
+        return cls(address, token, paths)
 
     def fetch(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The latest snapshot; MonitorError if the launcher does not answer or refuses."""
@@ -72,10 +87,10 @@ class StatusSource:
                                f"{exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise MonitorError(
-                f"no launcher answers at {self.address} ({reason}): the study has finished or "
-                "its launcher stopped"
-            ) from None
+            why = ("the study has finished or its launcher stopped" if self.paths is None
+                   else not_running(self.paths))
+            raise MonitorError(f"no launcher answers at {self.address} ({reason}): {why}"
+                               ) from None
         except ValueError as exc:
             raise MonitorError(f"the launcher at {self.address} sent no JSON: {exc}") from None
         if not isinstance(data, dict):
