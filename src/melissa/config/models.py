@@ -345,6 +345,12 @@ class LauncherConfig(Section):
         description="Seconds to wait for the server to start or answer; a running server silent "
         "this long is restarted (see max_restarts).",
     )
+    launcher_timeout: float = Field(
+        default=120.0, gt=0,
+        description="Seconds the server runs on without hearing from the launcher (it sends a "
+        "heartbeat every second) before it checkpoints and exits: a killed launcher leaves no "
+        "server behind; --resume continues the study.",
+    )
     fault_tolerance: bool = Field(
         default=True,
         description="Resubmit failed or hung simulations (see study_options."

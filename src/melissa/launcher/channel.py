@@ -14,6 +14,8 @@ from melissa.protocol import Header, Kind, curve, decode_header, decode_json, en
 
 log = logging.getLogger("melissa.launcher")
 
+_HEARTBEAT_S = 1.0
+
 
 class ServerChannel:
     def __init__(self, address: str, token: bytes, server_key: str | None = None) -> None:
@@ -26,6 +28,7 @@ class ServerChannel:
         if server_key is not None:
             curve.make_client(self.socket, curve.public_key(server_key, "server.json public_key"))
         self.socket.connect(address)
+        self._next_heartbeat = 0.0
 
     def attach(self, timeout_s: float) -> list[dict[str, Any]]:
         """Register with the server. Returns the events that followed its answer up to its
@@ -54,6 +57,7 @@ class ServerChannel:
 
     def wait(self, timeout_s: float) -> list[dict[str, Any]]:
         """Events that arrive within `timeout_s` (returns as soon as one batch arrived)."""
+        self._heartbeat()
         received: list[dict[str, Any]] = []
         timeout_ms = int(timeout_s * 1000)
         while self.socket.poll(timeout_ms):
@@ -67,6 +71,14 @@ class ServerChannel:
                 log.warning("ignored a control message from the server: %s", exc)
             timeout_ms = 0
         return received
+
+    def _heartbeat(self) -> None:
+        """At most once a second: without it the server stops (launcher_config.launcher_timeout).
+        Sent from `wait`, which every loop of the launcher calls."""
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.socket.send(Header(Kind.HEARTBEAT, self.token).encode())
+            self._next_heartbeat = now + _HEARTBEAT_S
 
     def abandon(self, simulations: Sequence[int]) -> None:
         """The launcher gave up on these simulations: the server frees and refuses them."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Log records go to logs/launcher.log only (added once the output directory exists).
     logging.getLogger("melissa").addHandler(logging.NullHandler())
+    signal.signal(signal.SIGTERM, _interrupted)  # kill PID: cancel the jobs as Ctrl-C does
     return run_study(loaded, Console(), overwrite=args.overwrite, resume=resume)
 
 
@@ -83,6 +85,10 @@ def _stored_config(output_dir: Path) -> LoadedConfig:
     finally:
         store.close()
     return LoadedConfig(parse_config(info["config_json"], str(db)), Path(info["config_path"]))
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _error(message: str) -> None:

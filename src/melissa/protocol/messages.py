@@ -45,6 +45,8 @@ class Kind(enum.IntEnum):
     EVENT = 18  # server rank 0 -> launcher: progress and completion events (JSON)
     RANK_EVENT = 19  # server rank r > 0 -> rank 0: completion and status of rank r (JSON)
     ABANDON = 20  # launcher -> rank 0 -> every rank: never accept these simulations again (JSON)
+    HEARTBEAT = 21  # launcher -> server rank 0, every second: the launcher is alive
+    STOP = 22  # server rank 0 -> every rank: checkpoint and exit (the launcher is gone)
 
 
 class Dtype(enum.IntEnum):

@@ -42,6 +42,7 @@ from melissa.protocol import (
     numpy_dtype,
 )
 from melissa.server.checkpoint import Checkpoint, latest_checkpoint, next_sequence, write_checkpoint
+from melissa.server.launcher_watch import LauncherWatch
 from melissa.server.registry import FieldInfo, Registry
 from melissa.server.silence import SilenceWatch
 
@@ -132,6 +133,9 @@ class Server:
         self._checkpoint_sequence = 0
         self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
         self.stop_reason: str | None = None  # set by `stop`
+        # rank 0: a server whose launcher is gone stops (launcher_watch.py)
+        self.launcher_watch = LauncherWatch(config.launcher_config.launcher_timeout,
+                                            time.monotonic())
         self._changed = False  # a message may have changed the state since the last checkpoint
 
     # Statistics split every field over the ranks by cells; training needs whole samples, so a
@@ -240,6 +244,8 @@ class Server:
                 next_status = now + _STATUS_PERIOD_S
             if self._to_ranks:
                 self._flush_to_ranks()
+            if self.rank == 0:
+                self._stop_without_launcher(now)
             if now >= next_checkpoint:
                 if self._changed:  # an idle server does not rewrite the same state
                     self.try_checkpoint()
@@ -295,6 +301,7 @@ class Server:
             self.end(peer, header)
         elif kind == Kind.ATTACH and self.rank == 0:
             self.launcher = peer
+            self.launcher_watch.heard(time.monotonic())
             self.emit({"event": "attached", "endpoint": self.endpoint})
             if self._restored is not None:
                 self.emit({**self._restored, "complete": sorted(self.complete_everywhere())})
@@ -303,6 +310,8 @@ class Server:
             ids = _abandoned_ids(body)
             self.to_ranks([Header(Kind.ABANDON, self.token).encode(), encode_json(body)])
             self.abandon(ids)
+        elif kind == Kind.HEARTBEAT and self.rank == 0 and peer == self.launcher:
+            self.launcher_watch.heard(time.monotonic())
         elif kind == Kind.FINISH and self.rank == 0 and peer == self.launcher:
             log.info("launcher asked to finish: %d simulations complete",
                      self.simulations_complete)
@@ -403,6 +412,8 @@ class Server:
             return
         if header.kind == Kind.FINISH:
             self._finish_requested = True
+        elif header.kind == Kind.STOP:
+            self.stop("rank 0's request: the launcher is gone")
         elif header.kind == Kind.ABANDON and len(frames) == 2:
             try:
                 self.abandon(_abandoned_ids(decode_json(frames[1], "ABANDON")))
@@ -533,6 +544,17 @@ class Server:
         if new:
             log.info("abandoned simulations %s: their messages are refused from now on", new)
             self.on_abandon(new)
+
+    def _stop_without_launcher(self, now: float) -> None:
+        """Rank 0: stop every rank (each checkpoints) once the launcher is gone."""
+        reason = self.launcher_watch.gone(now)
+        if reason is None:
+            return
+        log.warning("%s", reason)
+        stop = Header(Kind.STOP, self.token).encode()
+        for rank in range(1, self.ranks):  # not held back (to_ranks): rank 0 stops at once
+            self.router.send_multipart([_rank_identity(rank), stop])
+        self.stop(reason)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def stop(self, reason: str) -> None:

@@ -63,8 +63,9 @@ def _run(paths: StudyPaths) -> int:
     server.run()
     if server.stop_reason is not None:
         # Non-zero: the launcher must see that the server stopped before the study ended.
-        print(f"melissa-server: stopped by {server.stop_reason}; restart it to continue from "
-              f"its checkpoint in {paths.checkpoints}", file=sys.stderr)
+        saved = f" from its checkpoint in {paths.checkpoints}" if server.checkpointing else ""
+        print(f"melissa-server: stopped ({server.stop_reason}); continue the study{saved} with "
+              f"melissa-launcher --resume {paths.root}", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0
 
