@@ -81,7 +81,7 @@ def test_a_simulation_that_always_fails_is_redrawn(launcher: Any, tmp_path: Path
     completed = np.array([float(r["p"]) for r in rows if r["status"] == "completed"])
     assert len(completed) == sims
     assert_statistics_of(statistics(run), completed)
-    assert re.search(rf"│ {doomed} +│ redrawn +│ 3 +│ 1 +│ attempt 0: exited with status 1", run.output)
+    assert f"simulation {doomed}: redrawn (3 runs): attempt 0: exited with status 1" in run.output
     assert re.search(r"redrawn +│ 1 ", run.output), run.output
 
 

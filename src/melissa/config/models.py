@@ -356,6 +356,12 @@ class LauncherConfig(Section):
         description="Resubmit failed or hung simulations (see study_options."
         "crashes_before_redraw); false: a failed simulation stays failed.",
     )
+    fail_fast: int = Field(
+        default=3, ge=0,
+        description="Stop the study when this many simulations failed the same way (same "
+        "reason, same last line of output) before any simulation completed: a broken command "
+        "or a missing melissa.finalize(), not worth retrying for the whole ensemble. 0: never.",
+    )
     max_restarts: int = Field(
         default=3, ge=0,
         description="Times a dead or silent server is restarted from its latest checkpoint "

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typing_extensions import Self
 
+from melissa.launcher.simlog import last_lines
 from melissa.launcher.state import SimulationRecord, SimulationStatus
 from melissa.paths import StudyPaths
 
@@ -58,20 +59,22 @@ def _rate_mb_s(server: Mapping[str, Any]) -> float:
 
 
 def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of: Any) -> None:
-    """One row per simulation that failed at least once: what happened, what was done."""
+    """Each simulation that failed at least once: what happened and what was done, its last line
+    of output (its error, mostly) and its log. Lines are never cut: the terminal wraps them, so
+    a path stays whole."""
     faulty = [r for r in records if r.failures > 0 or r.status == SimulationStatus.REDRAWN]
     if not faulty:
         return
-    table = Table(title="Failed simulations and what was done", title_justify="left")
-    for column in ("id", "status", "attempts", "exit", "what happened", "log"):
-        table.add_column(column)
+    console.print("[bold]Failed simulations and what was done[/bold]")
     for r in faulty[:_MAX_FAULT_ROWS]:
-        code = "" if r.exit_code is None else str(r.exit_code)
-        table.add_row(str(r.simulation_id), r.status.value, str(r.attempts), code, r.report,
-                      str(log_of(r.simulation_id)))
-    console.print(table)
+        runs = f"{r.attempts} run" + ("s" if r.attempts != 1 else "")
+        lines = [f"  simulation {r.simulation_id}: {r.status.value} ({runs}): {r.report}"]
+        lines += [f"    last output: {line}" for line in last_lines(log_of(r.simulation_id), 1)]
+        lines.append(f"    log: {log_of(r.simulation_id)}")
+        for line in lines:  # markup off: an error line may hold [brackets]
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
     if len(faulty) > _MAX_FAULT_ROWS:
-        console.print(f"... and {len(faulty) - _MAX_FAULT_ROWS} more (see parameters.csv)")
+        console.print(f"  ... and {len(faulty) - _MAX_FAULT_ROWS} more (see parameters.csv)")
 
 
 def _sobol_convergence(path: Path) -> list[tuple[str, str]]:

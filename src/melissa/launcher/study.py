@@ -30,8 +30,10 @@ from melissa.errors import StudyError, SubmissionError
 from melissa.launcher.channel import ServerChannel
 from melissa.launcher.control import JobLimitControl
 from melissa.launcher.display import StudyDisplay
+from melissa.launcher.failfast import FailFast, Failure, stop_message
 from melissa.launcher.report import write_parameters_csv
 from melissa.launcher.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
+from melissa.launcher.simlog import command_line, last_lines, open_attempt
 from melissa.launcher.state import SimulationRecord, SimulationStatus, StateStore
 from melissa.launcher.status import RunningJob, StatusBoard, build_snapshot
 from melissa.paths import StudyPaths
@@ -88,6 +90,8 @@ class Study:
         self.board = StatusBoard()  # what the status API serves (melissa-monitor)
         self.phase = "starting"
         self.started = time.monotonic()
+        self.fail_fast = FailFast(self.config.launcher_config.fail_fast)
+        self.refusals: dict[int, str] = {}  # simulation -> why the server refused its attempt
 
     # -- set-up --------------------------------------------------------------------------------
     def prepare(self, overwrite: bool) -> None:
@@ -143,6 +147,8 @@ class Study:
         self.sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
         self._stop_earlier_jobs(self.store, self.token_hex, info["server_job"])
         counts = self.store.counts()
+        if counts[SimulationStatus.COMPLETED]:
+            self.fail_fast.completed()
         log.info("study in %s resumed: %d simulations completed, %d to run", self.paths.root,
                  counts[SimulationStatus.COMPLETED], counts[SimulationStatus.PENDING])
         return True
@@ -371,8 +377,12 @@ class Study:
         if free <= 0:
             return
         for record in self._next_submissions(free):
+            spec = self.client_spec(record)
+            open_attempt(spec.log_path, record.simulation_id, record.attempt,
+                         command_line(spec.argv, spec.cwd))
+            self.refusals.pop(record.simulation_id, None)  # of an earlier attempt
             try:
-                job_id = self.scheduler.submit(self.client_spec(record))
+                job_id = self.scheduler.submit(spec)
             except SubmissionError as exc:  # a refused job is refused again: no resubmission
                 self._give_up(record.simulation_id, None, str(exc))
                 continue
@@ -439,11 +449,15 @@ class Study:
         if self.channel is not None:
             self.channel.abandon([sim])
 
-    def simulation_failed(self, sim: int, exit_code: int | None, reason: str) -> None:
+    def simulation_failed(self, sim: int, exit_code: int | None, reason: str, *,
+                          sent_data: bool) -> None:
         """An attempt failed (its job ended or was cancelled): resubmit the simulation, redraw
-        its parameters after crashes_before_redraw resubmissions, or give up."""
+        its parameters after crashes_before_redraw resubmissions, or give up; stop the study
+        when the failures say the set-up is broken (fail-fast)."""
         assert self.store is not None
         self.running.pop(sim, None)
+        if sim in self.refusals:
+            reason = f"{reason}; the server refused it: {self.refusals.pop(sim)}"
         record = self.store.simulation(sim)
         if not self.config.launcher_config.fault_tolerance:
             self._give_up(sim, exit_code, reason)
@@ -451,6 +465,12 @@ class Study:
             self._requeue(sim, f"{reason}, resubmitted", failed=True, exit_code=exit_code)
         else:
             self._redraw(record, f"attempt {record.attempt}: {reason}", exit_code)
+        log_path = self.paths.simulation_log(sim)
+        stop = self.fail_fast.failed(Failure(sim, reason, tuple(last_lines(log_path)), sent_data))
+        if stop is not None:
+            spec = self.client_spec(record)
+            raise StudyError(stop_message(stop, command_line(spec.argv, spec.cwd),
+                                          str(log_path), str(self.loaded.path)))
 
     def _redraw(self, record: SimulationRecord, note: str, exit_code: int | None) -> None:
         """Replace the simulation (for Sobol' indices, its whole group) by new parameters from
@@ -498,6 +518,9 @@ class Study:
             kind = event.get("event")
             if kind == "simulation_complete":
                 self._completed(int(event["simulation_id"]))
+            elif kind == "simulation_refused":
+                self._refused(int(event["simulation_id"]), int(event.get("attempt", -1)),
+                              str(event.get("reason", "")))
             elif kind == "simulation_silent":
                 self._silent(int(event["simulation_id"]), float(event.get("silent_s", 0.0)))
             elif kind == "status":
@@ -518,9 +541,19 @@ class Study:
                                  record.message if record.status == SimulationStatus.REDRAWN
                                  else "")
         log.info("simulation %d completed", sim)
+        self.fail_fast.completed()
         if sim in self.running:  # its job still counts against job_limit until it exits
             self.running[sim].complete = True
             self.running[sim].seen = True
+
+    def _refused(self, sim: int, attempt: int, reason: str) -> None:
+        """The server refused a message of the simulation (a wrong field size, ...): kept to
+        explain its failure."""
+        assert self.store is not None
+        if sim in self.running and attempt == self.store.simulation(sim).attempt:
+            self.refusals.setdefault(sim, reason)
+            log.warning("simulation %d attempt %d: the server refused it: %s", sim, attempt,
+                        reason)
 
     def _silent(self, sim: int, silent_s: float) -> None:
         """The server heard nothing of the simulation for simulation_timeout: hung."""
@@ -531,7 +564,7 @@ class Study:
             return
         self._cancel(sim)
         self.simulation_failed(sim, None, f"sent nothing for {silent_s:.0f} s "
-                               "(study_options.simulation_timeout), cancelled")
+                               "(study_options.simulation_timeout), cancelled", sent_data=True)
 
     # -- jobs ----------------------------------------------------------------------------------
     def poll_jobs(self) -> None:
@@ -562,16 +595,17 @@ class Study:
                     self.simulation_failed(
                         sim, status.exit_code,
                         "exited with status 0 but the server did not receive all its data "
-                        "(melissa.finalize() not called?)",
+                        "(melissa.finalize() not called?)", sent_data=run.seen,
                     )
             elif status.state in (JobState.FAILED, JobState.CANCELLED):
-                self.simulation_failed(sim, status.exit_code, _describe(status))
+                self.simulation_failed(sim, status.exit_code, _describe(status),
+                                       sent_data=run.seen)
             # Judged on what the server said since: a frozen server is not the client's fault.
             elif not run.seen and not run.queued and self.last_status - run.started > timeout:
                 self._cancel(sim)
                 self.simulation_failed(
                     sim, None, f"did not reach the server within {timeout:g} s of starting "
-                    "(study_options.simulation_timeout), cancelled")
+                    "(study_options.simulation_timeout), cancelled", sent_data=False)
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self, display: StudyDisplay) -> StudyOutcome:

@@ -137,6 +137,7 @@ class Server:
         self.launcher_watch = LauncherWatch(config.launcher_config.launcher_timeout,
                                             time.monotonic())
         self._changed = False  # a message may have changed the state since the last checkpoint
+        self._refusals_told: set[tuple[int, int]] = set()  # (simulation, attempt): tell_refused
 
     # Statistics split every field over the ranks by cells; training needs whole samples, so a
     # subclass may route each simulation's fields whole to one rank instead.
@@ -290,6 +291,7 @@ class Server:
             self.bad.drop(f"refused {header.kind.name}: {exc}", peer)
             if header.kind in (Kind.HELLO, Kind.DATA, Kind.END):
                 self.reply(peer, Kind.ERROR, header, {"error": str(exc)})
+                self.tell_refused(header, str(exc))
 
     def dispatch(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         kind = header.kind
@@ -404,6 +406,20 @@ class Server:
         body["rank"] = self.rank
         self.up.send_multipart([Header(Kind.RANK_EVENT, self.token).encode(), encode_json(body)])
 
+    def tell_refused(self, header: Header, reason: str) -> None:
+        """The launcher hears of the first refused message of each simulation attempt (a
+        wrong field size, ...): its summary says why the simulation failed."""
+        key = (header.simulation_id, header.attempt)
+        if key in self._refusals_told or header.simulation_id in self.registry.abandoned:
+            return
+        self._refusals_told.add(key)
+        refused = {"simulation_id": header.simulation_id, "attempt": header.attempt,
+                   "reason": f"{header.kind.name} to server rank {self.rank}: {reason}"}
+        if self.up is not None:
+            self.to_rank0({"refused": refused})
+        else:
+            self.emit({"event": "simulation_refused", **refused})
+
     def from_rank0(self, frames: list[bytes]) -> None:
         try:
             header = decode_header(frames[0], self.token)
@@ -428,6 +444,11 @@ class Server:
                 raise ValueError(f"rank {rank}")
             if "simulation_complete" in body:
                 self.rank_complete(int(body["simulation_complete"]), rank)
+            if "refused" in body:
+                refused = dict(body["refused"])
+                self.emit({"event": "simulation_refused",
+                           "simulation_id": int(refused["simulation_id"]),
+                           "attempt": int(refused["attempt"]), "reason": str(refused["reason"])})
             if "status" in body:
                 status = dict(body["status"])
                 status["silent_s"] = {str(int(s)): float(age)

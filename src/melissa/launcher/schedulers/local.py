@@ -31,6 +31,17 @@ log = logging.getLogger("melissa.launcher")
 _KILL_WAIT_S = 5.0
 
 
+# What an exit status or signal usually means, in words (the shell's and the kernel's).
+_MEANING = {
+    126: " (the command is not executable)",
+    127: " (command not found)",
+    -signal.SIGSEGV: " (segmentation fault: an invalid memory access)",
+    -signal.SIGBUS: " (bus error: an invalid memory access)",
+    -signal.SIGFPE: " (arithmetic error, e.g. an integer division by zero)",
+    -signal.SIGABRT: " (aborted, e.g. by a failed assertion)",
+}
+
+
 @dataclass
 class _Live:
     process: subprocess.Popen[bytes]
@@ -147,9 +158,11 @@ class LocalScheduler:
         if returncode == 0:
             return JobStatus(JobState.COMPLETED, 0)
         if returncode > 0:
-            return JobStatus(JobState.FAILED, returncode, f"exited with status {returncode}")
+            return JobStatus(JobState.FAILED, returncode, f"exited with status {returncode}"
+                             f"{_MEANING.get(returncode, '')}")
         signal_name = _signal_name(-returncode)
-        return JobStatus(JobState.FAILED, returncode, f"killed by signal {signal_name}")
+        return JobStatus(JobState.FAILED, returncode, f"killed by signal {signal_name}"
+                         f"{_MEANING.get(returncode, '')}")
 
     def _status(self, job_id: str) -> JobStatus:
         if job_id in self._live:
