@@ -45,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
         help="continue the study in output_dir after the launcher itself died (its config from "
         "-c config.json, or from OUTPUT_DIR's study.db); completed simulations are kept",
     )
+    parser.add_argument(
+        "--try-one", action="store_true",
+        help="run one simulation against a throwaway server with the study's config and report "
+        "what arrived (fields, sizes, time steps, dtype, timing) and any error; output_dir is "
+        "not touched",
+    )
+    parser.add_argument(
+        "--parameters", nargs="+", type=float, metavar="VALUE",
+        help="with --try-one: the parameter values, in the order of the config's parameters "
+        "(default: the design's first ones)",
+    )
     return parser
 
 
@@ -54,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print_options()
         return 0
     resume = args.resume is not None
+    if args.parameters is not None and not args.try_one:
+        _error("--parameters goes with --try-one")
+        return 2
+    if args.try_one and (resume or args.overwrite or not args.config):
+        _error("--try-one takes -c config.json only (it does not touch the study)")
+        return 2
     if resume and args.overwrite:
         _error("--resume continues the study in output_dir, --overwrite replaces it: give one")
         return 2
@@ -70,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Log records go to logs/launcher.log only (added once the output directory exists).
     logging.getLogger("melissa").addHandler(logging.NullHandler())
+    if args.try_one:
+        from melissa.launcher.try_one import try_one  # the server's code only for this
+
+        try:
+            return try_one(loaded, args.parameters, Console())
+        except MelissaError as exc:
+            _error(str(exc))
+            return 2
     signal.signal(signal.SIGTERM, _interrupted)  # kill PID: cancel the jobs as Ctrl-C does
     return run_study(loaded, Console(), overwrite=args.overwrite, resume=resume)
 

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import secrets
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 from melissa.config import LoadedConfig
 from melissa.errors import StudyError, SubmissionError
 from melissa.launcher.channel import ServerChannel
+from melissa.launcher.client_job import client_job_spec, job_environment
 from melissa.launcher.control import JobLimitControl
 from melissa.launcher.display import StudyDisplay
 from melissa.launcher.failfast import FailFast, Failure, stop_message
@@ -208,7 +208,7 @@ class Study:
     # -- server --------------------------------------------------------------------------------
     def start_server(self) -> None:
         assert self.store is not None
-        env = _job_environment(MELISSA_STUDY_TOKEN=self.token_hex)
+        env = job_environment(MELISSA_STUDY_TOKEN=self.token_hex)
         spec = JobSpec(
             name="server",
             argv=[sys.executable, "-m", "melissa.server", str(self.paths.root)],
@@ -343,32 +343,10 @@ class Study:
 
     # -- simulations ---------------------------------------------------------------------------
     def client_spec(self, record: SimulationRecord) -> JobSpec:
-        cfg = self.config.client_config
-        params = [repr(float(v)) for v in record.parameters]
-        command = shlex.split(cfg.executable_command) + params
-        if cfg.preprocessing_commands:
-            script = " && ".join([*cfg.preprocessing_commands, "exec " + shlex.join(command)])
-            command = ["/bin/sh", "-c", script]
-        env = _job_environment(**cfg.environment)
         names = self.store.study()["parameter_names"] if self.store else []
-        env.update(
-            MELISSA_SERVER=self.server_address,
-            MELISSA_SIMULATION_ID=str(record.simulation_id),
-            MELISSA_STUDY_TOKEN=self.token_hex,
-            MELISSA_ATTEMPT=str(record.attempt),
-            MELISSA_PARAMETERS=json.dumps(dict(zip(names, record.parameters))),
-        )
-        if self.server_key is not None:
-            env["MELISSA_SERVER_KEY"] = self.server_key
-        return JobSpec(
-            name=f"simulation_{record.simulation_id:06d}",
-            argv=command,
-            env=env,
-            cwd=self.loaded.base_dir,
-            log_path=self.paths.simulation_log(record.simulation_id),
-            ranks=cfg.ranks,
-            scheduler_args=tuple(self.config.launcher_config.scheduler_arg_client),
-        )
+        return client_job_spec(self.loaded, record.simulation_id, record.attempt,
+                               record.parameters, names, self.server_address, self.token_hex,
+                               self.server_key, self.paths.simulation_log(record.simulation_id))
 
     def submit_pending(self) -> None:
         assert self.store is not None
@@ -720,15 +698,6 @@ class Study:
         if self.store is not None:
             self.write_report()
             self.store.close()
-
-
-def _job_environment(**extra: str) -> dict[str, str]:
-    """The launcher's environment, with the directory of the interpreter running it first on
-    PATH (so "python3 sim.py" and "mpiexec" are those of Melissa's installation)."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(extra)
-    return env
 
 
 def _describe(status: JobStatus) -> str:
