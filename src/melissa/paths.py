@@ -123,5 +123,6 @@ class StudyPaths:
             path.unlink(missing_ok=True)
 
     def make_dirs(self) -> None:
-        for d in (self.root, self.logs, self.statistics, self.plots):
+        """What every study needs at once; statistics/ and plots/ come with their first file."""
+        for d in (self.root, self.logs):
             d.mkdir(parents=True, exist_ok=True)

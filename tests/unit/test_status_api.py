@@ -174,12 +174,21 @@ def test_monitor_errors(tmp_path: Path) -> None:
     paths.make_dirs()
     with pytest.raises(MonitorError, match="no Melissa study in .*out \\(no study.db\\)"):
         StatusSource.resolve(str(paths.root), None)
-    StateStore(paths.state_db).close()
-    with pytest.raises(MonitorError, match="the study in .*out is not running \\(no launcher.json"
-                                           "\\): its outcome is in .*parameters.csv"):
+    store = StateStore(paths.state_db)
+    store.init_study(TOKEN, "{}", ["p"])
+    # A launcher killed before the study finished (no lock held): say how to continue.
+    with pytest.raises(MonitorError, match="the launcher of the study in .*out is gone before "
+                                           "the study finished .*: continue it with "
+                                           "melissa-launcher --resume .*out$"):
         StatusSource.resolve(str(paths.root), None)
-    paths.launcher_info.write_text('{"address": "http://127.0.0.1:9"}')
-    with pytest.raises(MonitorError, match="holds no study yet"):
+    store.set_study_status("finished")
+    store.close()
+    with pytest.raises(MonitorError, match="the study in .*out has finished: its outcome is in "
+                                           ".*parameters.csv"):
         StatusSource.resolve(str(paths.root), None)
+    paths.launcher_info.write_text('{"address": "http://127.0.0.1:9"}')  # a killed launcher's
+    with pytest.raises(MonitorError, match="no launcher answers at http://127.0.0.1:9 .*: the "
+                                           "study in .*out has finished"):
+        StatusSource.resolve(str(paths.root), None).fetch()
     with pytest.raises(MonitorError, match="give the study token for http://h:1 with --token"):
         StatusSource.resolve("http://h:1", None)

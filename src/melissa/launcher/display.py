@@ -90,6 +90,37 @@ def _sobol_convergence(path: Path) -> list[tuple[str, str]]:
             for field, row in last.items()]
 
 
+def _training(path: Path) -> list[tuple[str, str]]:
+    """Deep learning: the last row of metrics.csv (batches, training loss, validation metrics);
+    nothing when the study trained no surrogate."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return []
+    if not rows:
+        return []
+    last = rows[-1]
+    trained = (f"{last.get('batch', '?')} batches, {last.get('samples', '?')} samples, "
+               f"loss {_number(last.get('loss'))}")
+    lines = [("training", trained)]
+    for key, value in last.items():
+        if key.startswith("validation_") and key != "validation_samples" and value:
+            held_out = last.get("validation_samples", "?")
+            lines.append((f"validation {key.removeprefix('validation_')}",
+                          f"{_number(value)} over {held_out} held-out samples"))
+    if len(lines) == 1:
+        lines.append(("validation", "none (dl_config.validation_fraction is 0)"))
+    return lines
+
+
+def _number(text: str | None) -> str:
+    try:
+        return f"{float(text or 'nan'):.4g}"
+    except ValueError:
+        return str(text)
+
+
 def print_summary(
     console: Console,
     records: Sequence[SimulationRecord],
@@ -124,8 +155,11 @@ def print_summary(
     )
     if server.get("bad_messages"):
         table.add_row("bad messages dropped", str(server["bad_messages"]))
-    for field, convergence in _sobol_convergence(StudyPaths(output_dir).sobol_convergence):
+    paths = StudyPaths(output_dir)
+    for field, convergence in _sobol_convergence(paths.sobol_convergence):
         table.add_row(f"Sobol' indices, {field}", convergence)
+    for label, text in _training(paths.training_metrics):
+        table.add_row(label, text)
     console.print(table)
     _print_faults(console, records, log_of)
     for i, reason in enumerate(server_restarts, 1):

@@ -595,13 +595,14 @@ class Study:
         while True:
             self.apply_job_limit()
             self.submit_pending()
+            heard = self.last_status
             self.handle_events(interval)
             self.poll_jobs()
             self.watch_server()
             counts = self.store.counts()
             display.update(counts, self.server_status,
                            sum(counts.values()) - counts[SimulationStatus.REDRAWN])
-            self.publish_status()
+            self.publish_status(force=self.last_status != heard)  # fresh server figures
             if time.monotonic() > next_report:
                 self.write_report()  # a user can follow the study in parameters.csv
                 next_report = time.monotonic() + _REPORT_PERIOD_S
@@ -627,12 +628,15 @@ class Study:
                     written = True
                 elif event.get("event") == "status":
                     self.server_status = event
+                    self.publish_status(force=True)  # the monitor's totals: the final figures
                     # A server still working (a surrogate training on its buffer) gets more time.
                     deadline = max(deadline, time.monotonic() + patience)
             if not written:
                 self._check_server_alive()
         self._wait_server_exit(deadline)
         self.store.set_study_status(_FINISHED)
+        self.phase = _FINISHED
+        self.publish_status(force=True)
         counts = self.store.counts()
         self.write_report()
         return StudyOutcome(

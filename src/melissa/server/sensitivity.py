@@ -111,6 +111,7 @@ class SensitivityServer(Server):
                 seen[2] = _nanmax(seen[2], total)
                 seen[3] += mb
         path = self.paths.sobol_convergence
+        path.parent.mkdir(parents=True, exist_ok=True)
         new_file = not path.exists()
         with path.open("a", newline="") as f:
             writer = csv.writer(f)
@@ -148,6 +149,7 @@ class SensitivityServer(Server):
             started = time.monotonic()
             results = self._assemble(info, [p[1] if p else None for p in parts])
             path = self.paths.field_results(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
             sa = self.config.sa
             write_field_results(
                 path,
