@@ -31,7 +31,7 @@ from melissa.launcher.schedulers.base import JobState, JobStatus, Scheduler
 from melissa.launcher.schedulers.local import LocalScheduler
 from melissa.launcher.simlog import command_line, last_lines
 from melissa.paths import StudyPaths
-from melissa.protocol import Header, token_from_hex
+from melissa.protocol import token_from_hex
 from melissa.sampling import Sampler
 from melissa.server.base import Server
 from melissa.server.launcher_watch import LauncherWatch
@@ -77,10 +77,10 @@ class ProbeServer(Server):
         seen.dtypes.add(str(data.dtype))
         seen.nbytes += data.nbytes
 
-    def tell_refused(self, header: Header, reason: str) -> None:
+    def on_refused(self, simulation_id: int, attempt: int, reason: str) -> None:
         self._heard()
         if len(self.refusals) < 5:
-            self.refusals.append(f"{header.kind.name}: {reason}")
+            self.refusals.append(reason)
 
     def _heard(self) -> None:
         self.last_message = time.monotonic()
@@ -129,7 +129,8 @@ def try_one(loaded: LoadedConfig, values: Sequence[float] | None, console: Conso
         address = server.bind()
         thread = threading.Thread(target=server.run, name="melissa-try-one-server", daemon=True)
         thread.start()
-        key = None if server.public_key is None else server.public_key.decode()
+        public_key = server.transport.public_key
+        key = None if public_key is None else public_key.decode()
         spec = client_job_spec(loaded, _SIMULATION_ID, 0, values, names, address, token_hex, key,
                                paths.simulation_log(_SIMULATION_ID))
         shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, values))
@@ -204,7 +205,7 @@ def _report(console: Console, config: StudyConfig, server: ProbeServer,
         console.print(f"  field {name}: {seen.global_size} cells{shape}, {dtypes}, "
                       f"{len(seen.steps)} of {steps_expected} time steps, "
                       f"{_size(seen.nbytes)}", soft_wrap=True, highlight=False)
-    problems = [f"the server refused {r}" for r in server.refusals]
+    problems = [f"the server refused a message: {r}" for r in server.refusals]
     if attempt.hung:
         problems.append(f"it sent nothing for {config.study_options.simulation_timeout:g} s "
                         "(study_options.simulation_timeout) and was stopped")
@@ -215,12 +216,12 @@ def _report(console: Console, config: StudyConfig, server: ProbeServer,
                         "field (and is the executable_command right)?")
         return problems
     for name in config.study_options.field_names:
-        seen = server.fields_seen.get(name)
-        if seen is None:
+        arrived = server.fields_seen.get(name)
+        if arrived is None:
             problems.append(f"field {name!r} (study_options.field_names) was never "
                             "initialised (melissa.init)")
-        elif len(seen.steps) != steps_expected:
-            problems.append(f"field {name!r}: {len(seen.steps)} time steps arrived, "
+        elif len(arrived.steps) != steps_expected:
+            problems.append(f"field {name!r}: {len(arrived.steps)} time steps arrived, "
                             f"study_options.nb_time_steps is {steps_expected}")
     if status.state == JobState.COMPLETED and not server.complete and not problems:
         problems.append("it exited with status 0 but never said it was done: call "
