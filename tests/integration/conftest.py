@@ -28,14 +28,15 @@ class LauncherRun:
             return list(csv.DictReader(f))
 
 
-def run_launcher(config: dict[str, Any], workdir: Path, *extra: str, timeout: float = 240) -> LauncherRun:
+def run_launcher(config: dict[str, Any], workdir: Path, *extra: str, timeout: float = 240,
+                 columns: int = 200) -> LauncherRun:
     path = workdir / "config.json"
     path.write_text(json.dumps(config, indent=2))
     proc = subprocess.run(
         [sys.executable, "-m", "melissa.launcher", "-c", str(path), *extra],
         capture_output=True, text=True, check=False, timeout=timeout, cwd=workdir,
         # A bare PATH: the launcher must put its own interpreter first for "python3 sim.py".
-        env={**os.environ, "COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "COLUMNS": str(columns), "PATH": "/usr/bin:/bin"},
     )
     out_dir = (workdir / config.get("output_dir", "melissa_output")).resolve()
     return LauncherRun(proc.returncode, proc.stdout + proc.stderr, out_dir)
