@@ -81,7 +81,8 @@ def test_a_simulation_that_always_fails_is_redrawn(launcher: Any, tmp_path: Path
     completed = np.array([float(r["p"]) for r in rows if r["status"] == "completed"])
     assert len(completed) == sims
     assert_statistics_of(statistics(run), completed)
-    assert f"simulation {doomed}: redrawn (3 runs): attempt 0: exited with status 1" in run.output
+    assert (f"simulation {doomed}: redrawn (3 runs): attempts 0-2: exited with status 1; failed "
+            f"3 times, redrawn as simulation {sims}") in run.output
     assert re.search(r"redrawn +│ 1 ", run.output), run.output
 
 

@@ -130,9 +130,10 @@ def test_the_summary_says_why_a_wrong_field_size_failed(tmp_path: Path) -> None:
     output = run.output
     log = tmp_path / "out" / "logs" / "simulation_000003.log"
     # At 80 columns nothing is cut: each line is whole, the terminal wraps it.
-    assert ("  simulation 3: redrawn (3 runs): attempt 0: exited with status 1; the server "
+    assert ("  simulation 3: redrawn (3 runs): attempts 0-2: exited with status 1; the server "
             "refused it: HELLO to server rank 0: field 'f' has 7 values here but 5 in the "
-            "simulations before") in output, output
+            "simulations before: every simulation must send the same field size; failed 3 "
+            "times, redrawn as simulation 5\n") in output, output
     assert "    last output: melissa.errors.ClientError: " in output
     assert f"    log: {log}\n" in output
     assert "…" not in output

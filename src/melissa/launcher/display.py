@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,31 @@ def _rate_mb_s(server: Mapping[str, Any]) -> float:
     return float(server.get("bytes", 0)) / elapsed / 1e6 if elapsed > 0 else 0.0
 
 
+def compact_report(report: str) -> str:
+    """A simulation's history with consecutive attempts that failed the same way told once:
+    "attempts 0-2: exited with status 1; failed 3 times, redrawn as simulation 5"."""
+    parts = re.split(r"(?:^|; )attempt (\d+): ", report)
+    if len(parts) < 5:  # fewer than two attempts: nothing to merge
+        return report
+    entries: list[tuple[int, int, str, str]] = []  # first, last attempt, what happened, outcome
+    for number, text in zip(parts[1::2], parts[2::2]):
+        attempt = int(number)
+        what, outcome = text.removesuffix(", resubmitted"), ""
+        if what == text:  # the latest attempt: what was done follows "; "
+            what, _, outcome = text.rpartition("; ") if "; failed " in text else (text, "", "")
+        if entries and entries[-1][2] == what and entries[-1][1] == attempt - 1:
+            entries[-1] = (entries[-1][0], attempt, what, outcome)
+        else:
+            entries.append((attempt, attempt, what, outcome))
+    if len(entries) == len(parts) // 2:
+        return report  # no two alike in a row: as recorded
+    told = [parts[0]] if parts[0] else []
+    for first, last, what, outcome in entries:
+        span = f"attempt {first}" if first == last else f"attempts {first}-{last}"
+        told.append(f"{span}: {what}" + (f"; {outcome}" if outcome else ""))
+    return "; ".join(told)
+
+
 def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of: Any) -> None:
     """Each simulation that failed at least once: what happened and what was done, its last line
     of output (its error, mostly) and its log. Lines are never cut: the terminal wraps them, so
@@ -68,7 +94,8 @@ def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of:
     console.print("[bold]Failed simulations and what was done[/bold]")
     for r in faulty[:_MAX_FAULT_ROWS]:
         runs = f"{r.attempts} run" + ("s" if r.attempts != 1 else "")
-        lines = [f"  simulation {r.simulation_id}: {r.status.value} ({runs}): {r.report}"]
+        told = compact_report(r.report)
+        lines = [f"  simulation {r.simulation_id}: {r.status.value} ({runs}): {told}"]
         lines += [f"    last output: {line}" for line in last_lines(log_of(r.simulation_id), 1)]
         lines.append(f"    log: {log_of(r.simulation_id)}")
         for line in lines:  # markup off: an error line may hold [brackets]
