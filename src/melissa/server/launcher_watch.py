@@ -1,8 +1,8 @@
 """A server whose launcher is gone exits on its own (after its checkpoint), instead of running on
 with no one to tell it to finish.
 
-The launcher sends a HEARTBEAT every second on the control channel (and ATTACH, ABANDON, FINISH);
-rank 0 counts the time since the latest of them, or since its own start before the first ATTACH.
+The launcher sends a HEARTBEAT every second on the control channel; rank 0 counts the time since
+the latest one (or ATTACH), or since its own start before the first ATTACH.
 A resumed launcher stops the old server itself (SIGTERM, checkpoint) within that time, or this
 server has stopped already; either way the new server restores the checkpoint.
 """
