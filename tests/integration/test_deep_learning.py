@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -117,6 +118,12 @@ def test_heat_surrogate_trains_online(launcher: Any) -> None:
     study, params, fields, held_out = ensemble(run, heat.simulate, nx=NX, ny=NX, nb_steps=STEPS)
     assert received == (SIMS - held_out.sum()) * STEPS
     assert rows[-1]["validation_samples"] == held_out.sum() * STEPS
+    # The summary tells the validation error; a training study has no statistics or plots.
+    held = int(rows[-1]["validation_samples"])
+    assert re.search(rf"validation loss +│ {rows[-1]['validation_loss']:.4g} over {held} "
+                     "held-out samples", run.output), run.output
+    assert not (run.output_dir / "statistics").exists()
+    assert not (run.output_dir / "plots").exists()
 
     # The checkpoint holds the model that was validated last, and the counters.
     checkpoint = torch.load(run.output_dir / "checkpoints" / "last.pt", weights_only=True)
