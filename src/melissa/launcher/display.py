@@ -96,7 +96,8 @@ def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of:
         runs = f"{r.attempts} run" + ("s" if r.attempts != 1 else "")
         told = compact_report(r.report)
         lines = [f"  simulation {r.simulation_id}: {r.status.value} ({runs}): {told}"]
-        lines += [f"    last output: {line}" for line in last_lines(log_of(r.simulation_id), 1)]
+        if r.status != SimulationStatus.COMPLETED:  # else its last run went well
+            lines += [f"    last output: {line}" for line in last_lines(log_of(r.simulation_id), 1)]
         lines.append(f"    log: {log_of(r.simulation_id)}")
         for line in lines:  # markup off: an error line may hold [brackets]
             console.print(line, soft_wrap=True, highlight=False, markup=False)
