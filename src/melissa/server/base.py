@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,14 @@ from melissa.protocol import (
     decode_json,
     encode_json,
     numpy_dtype,
+)
+from melissa.protocol.events import (
+    Attached,
+    Restored,
+    ResultsWritten,
+    ServerStatus,
+    SimulationComplete,
+    SimulationSilent,
 )
 from melissa.server.checkpoint import Checkpoint, latest_checkpoint, next_sequence, write_checkpoint
 from melissa.server.registry import FieldInfo, Registry
@@ -130,7 +138,7 @@ class Server:
         # start; deep-learning servers keep their own checkpoints of model and optimizer.
         self.checkpointing = config.sa_config is not None
         self._checkpoint_sequence = 0
-        self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
+        self._restored: Restored | None = None  # rank 0: the "restored" event, if any
         self.stop_reason: str | None = None  # set by `stop`
         self._changed = False  # a message may have changed the state since the last checkpoint
 
@@ -252,7 +260,7 @@ class Server:
             return []
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
-        self.emit({"event": "results_written", "files": [str(f) for f in files]})
+        self.emit(ResultsWritten(tuple(str(f) for f in files)).to_json())
         self.close()
         return files
 
@@ -295,9 +303,10 @@ class Server:
             self.end(peer, header)
         elif kind == Kind.ATTACH and self.rank == 0:
             self.launcher = peer
-            self.emit({"event": "attached", "endpoint": self.endpoint})
+            self.emit(Attached(self.endpoint).to_json())
             if self._restored is not None:
-                self.emit({**self._restored, "complete": sorted(self.complete_everywhere())})
+                self.emit(replace(self._restored,
+                                  complete=tuple(sorted(self.complete_everywhere()))).to_json())
         elif kind == Kind.ABANDON and self.rank == 0 and peer == self.launcher:
             body = self._json(payload, "ABANDON")
             ids = _abandoned_ids(body)
@@ -461,7 +470,7 @@ class Server:
         done.add(rank)
         if len(done) == self.ranks:
             log.info("simulation %d complete", simulation_id)
-            self.emit({"event": "simulation_complete", "simulation_id": simulation_id})
+            self.emit(SimulationComplete(simulation_id).to_json())
 
     def reply(self, peer: bytes, kind: Kind, to: Header, body: dict[str, Any] | None) -> None:
         header = Header(kind, self.token, to.simulation_id, to.attempt, to.client_rank,
@@ -503,15 +512,14 @@ class Server:
         for status in ranks:
             chunks.update(status.get("chunks_received", {}))
         complete = self.complete_everywhere()
-        self.emit({
-            "event": "status",
-            "messages": sum(int(r.get("messages", 0)) for r in ranks),
-            "bytes": sum(int(r.get("bytes", 0)) for r in ranks),
-            "bad_messages": sum(int(r.get("bad_messages", 0)) for r in ranks),
-            "ingest_s": max(float(r.get("ingest_s", 0.0)) for r in ranks),
-            "simulations_complete": len(complete),
-            "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
-        })
+        self.emit(ServerStatus(
+            messages=sum(int(r.get("messages", 0)) for r in ranks),
+            bytes=sum(int(r.get("bytes", 0)) for r in ranks),
+            bad_messages=sum(int(r.get("bad_messages", 0)) for r in ranks),
+            ingest_s=max(float(r.get("ingest_s", 0.0)) for r in ranks),
+            simulations_complete=len(complete),
+            chunks_received={s: n for s, n in chunks.items() if int(s) not in complete},
+        ).to_json())
 
     def report_silent(self, statuses: list[dict[str, Any]]) -> None:
         """Rank 0: tell the launcher of simulations silent on every rank for simulation_timeout
@@ -522,7 +530,7 @@ class Server:
                                                   attempts):
             log.warning("simulation %d (attempt %d) sent nothing for %.0f s "
                         "(study_options.simulation_timeout)", sim, attempts[sim], age)
-            self.emit({"event": "simulation_silent", "simulation_id": sim, "silent_s": age})
+            self.emit(SimulationSilent(sim, age).to_json())
 
     # -- abandoned simulations -----------------------------------------------------------------
     def abandon(self, simulation_ids: list[int]) -> None:
@@ -586,7 +594,7 @@ class Server:
             for simulation_id in complete:
                 self._complete_on.setdefault(simulation_id, set()).add(rank)
         if any(path is not None for _, path, _ in everyone):
-            self._restored = {"event": "restored", "checkpoint": everyone[0][1]}
+            self._restored = Restored(everyone[0][1])
         return found
 
     def _restore(self, checkpoint: Checkpoint) -> None:
