@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import secrets
 import shlex
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from melissa.atomic import atomic_write
 from melissa.config import LoadedConfig
 from melissa.errors import StudyError, SubmissionError
 from melissa.launcher.control import JobLimitControl
@@ -119,9 +119,8 @@ class Study:
 
         study_json = config.model_dump(mode="json")
         study_json["output_dir"] = str(root)
-        tmp = paths.study_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(study_json, indent=2))
-        os.replace(tmp, paths.study_file)
+        with atomic_write(paths.study_file, durable=True) as tmp:
+            tmp.write_text(json.dumps(study_json, indent=2))
 
         sampler = _new_sampler(loaded)
         draws = sampler.draw(config.study_options.parameter_sweep_size)
