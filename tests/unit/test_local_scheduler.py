@@ -106,15 +106,16 @@ def test_non_zero_exit_is_failed_with_its_code(scheduler: LocalScheduler, tmp_pa
     assert wait_final(scheduler, job_id) == JobStatus(JobState.FAILED, 3, "exited with status 3")
 
 
-@pytest.mark.parametrize("name", ["SIGKILL", "SIGSEGV"])
+@pytest.mark.parametrize(("name", "meaning"), [
+    ("SIGKILL", ""), ("SIGSEGV", " (segmentation fault: an invalid memory access)")])
 def test_killed_by_a_signal_is_failed_with_its_name(
-    scheduler: LocalScheduler, tmp_path: Path, name: str
+    scheduler: LocalScheduler, tmp_path: Path, name: str, meaning: str
 ) -> None:
     code = f"import os, signal; os.kill(os.getpid(), signal.{name})"
     job_id = scheduler.submit(python_job(tmp_path, code))
     status = wait_final(scheduler, job_id)
     assert status.state == JobState.FAILED
-    assert status.message == f"killed by signal {name}"
+    assert status.message == f"killed by signal {name}{meaning}"
     assert status.exit_code is not None and status.exit_code < 0
 
 

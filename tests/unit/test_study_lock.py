@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from melissa.errors import StudyError
-from melissa.launcher.failfast import FailFast, Failure
 from melissa.launcher.lock import StudyLock, read_owner
+from melissa.launcher.policy import FailFast, Failure
 from melissa.launcher.simlog import last_lines, open_attempt
 
 HOLD = """

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from melissa.config import LoadedConfig
 from melissa.launcher.schedulers.base import JobSpec
-
-
-def job_environment(**extra: str) -> dict[str, str]:
-    """The launcher's environment, with the directory of the interpreter running it first on
-    PATH (so "python3 sim.py" and "mpiexec" are those of Melissa's installation)."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(extra)
-    return env
+from melissa.launcher.server_job import job_environment
 
 
 def client_job_spec(

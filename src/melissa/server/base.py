@@ -22,7 +22,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ from melissa.protocol import (
     decode_json,
     encode_json,
     numpy_dtype,
+)
+from melissa.protocol.events import (
+    Attached,
+    Restored,
+    ResultsWritten,
+    ServerStatus,
+    SimulationComplete,
+    SimulationRefused,
+    SimulationSilent,
+    decode_event,
 )
 from melissa.server.checkpoint import Checkpoint
 from melissa.server.launcher_watch import LauncherWatch
@@ -119,7 +129,7 @@ class Server:
         # start; deep-learning servers keep their own checkpoints of model and optimizer.
         self.checkpointing = config.sa_config is not None
         self.recovery = Recovery(paths, self.registry, rank, ranks, comm, type(self).__name__)
-        self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
+        self._restored: Restored | None = None  # rank 0: the "restored" event, if any
         self.stop_reason: str | None = None  # set by `stop`
         # rank 0: a server whose launcher is gone stops (launcher_watch.py)
         self.launcher_watch = LauncherWatch(config.launcher_config.launcher_timeout,
@@ -272,7 +282,7 @@ class Server:
             return []
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
-        self.emit({"event": "results_written", "files": [str(f) for f in files]})
+        self.emit(ResultsWritten(tuple(str(f) for f in files)).to_json())
         self.close()
         return files
 
@@ -387,9 +397,10 @@ class Server:
     def _attach(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         self.launcher = peer
         self.launcher_watch.heard(time.monotonic())
-        self.emit({"event": "attached", "endpoint": self.endpoint})
+        self.emit(Attached(self.endpoint).to_json())
         if self._restored is not None:
-            self.emit({**self._restored, "complete": sorted(self.relay.complete_everywhere())})
+            complete = tuple(sorted(self.relay.complete_everywhere()))
+            self.emit(replace(self._restored, complete=complete).to_json())
 
     def _abandon_message(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         if peer != self.launcher:
@@ -419,18 +430,17 @@ class Server:
         if key in self._refusals_told or header.simulation_id in self.registry.abandoned:
             return
         self._refusals_told.add(key)
-        refused = {"simulation_id": header.simulation_id, "attempt": header.attempt,
-                   "reason": f"{header.kind.name} to server rank {self.rank}: {reason}"}
+        refused = SimulationRefused(header.simulation_id, header.attempt,
+                                    f"{header.kind.name} to server rank {self.rank}: {reason}")
         if self.rank == 0:
-            self.emit({"event": "simulation_refused", **refused})
+            self.emit(refused.to_json())
         else:
-            self.relay.to_rank0({"refused": refused})
+            self.relay.to_rank0({"refused": refused.to_json()})
 
     def _rank_event(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         body = self._json(payload, "RANK_EVENT")
-        refused = body.get("refused")
-        if isinstance(refused, dict):  # a refusal on rank r > 0, for the launcher
-            self.emit({"event": "simulation_refused", **refused})
+        if "refused" in body:  # a refusal on rank r > 0, for the launcher
+            self.emit(_refused_on_rank(body["refused"]).to_json())
         complete = self.relay.rank_event(body)
         if complete is not None:
             self._announce_complete(complete)
@@ -475,7 +485,7 @@ class Server:
 
     def _announce_complete(self, simulation_id: int) -> None:
         log.info("simulation %d complete", simulation_id)
-        self.emit({"event": "simulation_complete", "simulation_id": simulation_id})
+        self.emit(SimulationComplete(simulation_id).to_json())
 
     # -- launcher channel ----------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -512,15 +522,14 @@ class Server:
         for status in ranks:
             chunks.update(status.get("chunks_received", {}))
         complete = self.relay.complete_everywhere()
-        event = {
-            "event": "status",
-            "messages": sum(int(r.get("messages", 0)) for r in ranks),
-            "bytes": sum(int(r.get("bytes", 0)) for r in ranks),
-            "bad_messages": sum(int(r.get("bad_messages", 0)) for r in ranks),
-            "ingest_s": max(float(r.get("ingest_s", 0.0)) for r in ranks),
-            "simulations_complete": len(complete),
-            "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
-        }
+        event = ServerStatus(
+            messages=sum(int(r.get("messages", 0)) for r in ranks),
+            bytes=sum(int(r.get("bytes", 0)) for r in ranks),
+            bad_messages=sum(int(r.get("bad_messages", 0)) for r in ranks),
+            ingest_s=max(float(r.get("ingest_s", 0.0)) for r in ranks),
+            simulations_complete=len(complete),
+            chunks_received={s: n for s, n in chunks.items() if int(s) not in complete},
+        ).to_json()
         self.on_report(event, ranks)
         self.emit(event)
 
@@ -533,7 +542,7 @@ class Server:
                                                   attempts):
             log.warning("simulation %d (attempt %d) sent nothing for %.0f s "
                         "(study_options.simulation_timeout)", sim, attempts[sim], age)
-            self.emit({"event": "simulation_silent", "simulation_id": sim, "silent_s": age})
+            self.emit(SimulationSilent(sim, age).to_json())
 
     # -- abandoned simulations -----------------------------------------------------------------
     def abandon(self, simulation_ids: list[int]) -> None:
@@ -584,7 +593,7 @@ class Server:
             for simulation_id in complete:
                 self.relay.complete_on.setdefault(simulation_id, set()).add(rank)
         if any(path is not None for _, path, _ in everyone):
-            self._restored = {"event": "restored", "checkpoint": everyone[0][1]}
+            self._restored = Restored(everyone[0][1])
         return found
 
 
@@ -592,6 +601,14 @@ HOOKS = frozenset({name for name in vars(Server) if name.startswith("on_")}
                   | {"checkpoint_state", "restore_state", "whole_fields"})
 _SEALED = frozenset(name for name in vars(Server)
                     if name not in HOOKS and not name.startswith("__"))
+
+
+def _refused_on_rank(obj: Any) -> SimulationRefused:
+    """The refusal a rank r > 0 relayed (checked like any event)."""
+    event = decode_event(obj) if isinstance(obj, dict) else None
+    if not isinstance(event, SimulationRefused):
+        raise ProtocolError(f"RANK_EVENT \"refused\" is not a simulation_refused event: {obj!r:.80}")
+    return event
 
 
 def _abandoned_ids(body: dict[str, Any]) -> list[int]:
