@@ -143,9 +143,29 @@ class SAConfig(Section):
         description="Seconds between two checkpoints of the server's state (statistics and what "
         "was received) in output_dir/checkpoints; 0: only when the server is stopped (SIGTERM).",
     )
+    output_format: Literal["auto", "zarr", "netcdf"] = Field(
+        default="auto",
+        description="Results per field: zarr (statistics/<field>.zarr, written by every server "
+        "rank in parallel), netcdf (statistics/<field>.nc, one file gathered on rank 0: small "
+        "studies), auto: netcdf up to 256 MiB of results per field and without compression, "
+        "else zarr.",
+    )
+    output_dtype: Literal["float64", "float32"] = Field(
+        default="float64",
+        description="Type of the floating-point results in the files (the state stays float64); "
+        "counts and simulation ids stay integers.",
+    )
+    output_compression: Literal["none", "zstd", "lz4"] = Field(
+        default="none",
+        description="Compress the Zarr results (Blosc with byte shuffle): zstd is smaller, lz4 "
+        "faster. Needs Zarr output.",
+    )
 
     @model_validator(mode="after")
     def _thresholds(self) -> SAConfig:
+        if self.output_compression != "none" and self.output_format == "netcdf":
+            raise ValueError("output_compression needs Zarr output: set output_format to zarr "
+                             "or auto")
         if self.threshold_exceedance and not self.threshold_values:
             raise ValueError("threshold_exceedance is true but threshold_values is empty")
         if any(not math.isfinite(t) for t in self.threshold_values):

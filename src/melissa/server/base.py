@@ -267,6 +267,7 @@ class Server:
     def close(self) -> None:
         if self.bad.total:
             log.warning("dropped %d bad messages: %s", self.bad.total, dict(self.bad.counts))
+        log.info("server rank %d: peak memory %.1f MB", self.rank, peak_memory() / 1e6)
         self.transport.close()
 
     # -- messages ------------------------------------------------------------------------------
@@ -541,6 +542,18 @@ HOOKS = frozenset({name for name in vars(Server) if name.startswith("on_")}
                   | {"checkpoint_state", "restore_state", "whole_fields"})
 _SEALED = frozenset(name for name in vars(Server)
                     if name not in HOOKS and not name.startswith("__"))
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (VmHWM of /proc/self/status; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _abandoned_ids(body: dict[str, Any]) -> list[int]:

@@ -107,14 +107,17 @@ class FieldStatistics:
                 a["threshold_exceedance"], b["threshold_exceedance"]
             )
 
-    def results(self) -> dict[str, np.ndarray]:
-        """Output arrays by name. Always "count" (time, cell) int64. Then, as selected in SAConfig:
-        "mean", "variance", "skewness", "kurtosis" (time, cell) float64; "minimum",
-        "minimum_simulation", "maximum", "maximum_simulation" (time, cell; ids int64, -1 where
-        count is 0); "threshold_exceedance" (threshold, time, cell) int64; "quantile" (level,
-        time, cell) float64."""
-        s, sa = self._state, self._sa
-        n = self._counts.expand()
+    def results(self, steps: slice = slice(None)) -> dict[str, np.ndarray]:
+        """Output arrays by name, of the time steps `steps` (all by default: a writer takes a
+        few at a time, so that they never cost much memory next to the state). Always "count"
+        (time, cell) int64. Then, as selected in SAConfig: "mean", "variance", "skewness",
+        "kurtosis" (time, cell) float64; "minimum", "minimum_simulation", "maximum",
+        "maximum_simulation" (time, cell; ids int64, -1 where count is 0);
+        "threshold_exceedance" (threshold, time, cell) int64; "quantile" (level, time, cell)
+        float64."""
+        sa = self._sa
+        s = {name: a[..., steps, :] if a.ndim > 1 else a for name, a in self._state.items()}
+        n = self._counts.expand(steps)
         out = {"count": n}
         if sa.mean:
             out["mean"] = moments.mean(n, s["mean"])
