@@ -141,7 +141,13 @@ class SAConfig(Section):
         default=30.0,
         ge=0,
         description="Seconds between two checkpoints of the server's state (statistics and what "
-        "was received) in output_dir/checkpoints; 0: only when the server is stopped (SIGTERM).",
+        "was received) in output_dir/checkpoints, at least 20 times what the last one took; 0: "
+        "only when the server is stopped (SIGTERM).",
+    )
+    keep_checkpoints: bool = Field(
+        default=False,
+        description="Keep the server's checkpoints once the results are written (by default a "
+        "finished study removes them).",
     )
     output_format: Literal["auto", "zarr", "netcdf"] = Field(
         default="auto",

@@ -225,9 +225,11 @@ class Server:
             self.emit_status(time.monotonic())  # introduces this rank to rank 0
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
         next_status = time.monotonic() + _STATUS_PERIOD_S
-        interval = self.config.sa_config.checkpoint_interval if self.config.sa_config else 0.0
+        sa = self.config.sa_config
+        interval = sa.checkpoint_interval if sa is not None else 0.0
         periodic = self.checkpointing and interval > 0
         next_checkpoint = time.monotonic() + interval if periodic else float("inf")
+        expected = self.config.nb_simulations
         while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
                 if sock is up:
@@ -249,9 +251,13 @@ class Server:
                 next_status = now + _STATUS_PERIOD_S
             self.relay.flush()
             if now >= next_checkpoint:
-                if self._changed:  # an idle server does not rewrite the same state
+                # Not for an idle server (the same state again), nor once every simulation is
+                # complete here: the results come next.
+                if self._changed and len(self.registry.completed) < expected:
                     self.try_checkpoint()
-                next_checkpoint = time.monotonic() + interval  # from the end: a slow disk
+                # From the end of the last one, so that a slow disk or a large state gets
+                # fewer (recovery.py: at most 5% of the time).
+                next_checkpoint = time.monotonic() + self.recovery.interval(interval)
         if self.stop_reason is not None:
             log.warning("stopping on %s before the study finished", self.stop_reason)
             if self.checkpointing:
@@ -261,6 +267,8 @@ class Server:
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
         self.emit({"event": "results_written", "files": [str(f) for f in files]})
+        if self.checkpointing and not (sa is not None and sa.keep_checkpoints):
+            self.recovery.remove()
         self.close()
         return files
 
