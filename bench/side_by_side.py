@@ -10,7 +10,8 @@ rank (VmHWM) and the bytes left on disk. Melissa-SA's wall time on this workload
 figure (196.7 s wall, 8.1 GB on disk; not re-run here): the ratio is against it.
 
     .venv/bin/python bench/side_by_side.py [--sims 20] [--steps 100] [--cells 250000]
-        [--server-ranks 1] [--output-format auto] [--output-dtype float64] [--keep]
+        [--server-ranks 1] [--output-format auto] [--output-dtype float64] [--no-plots]
+        [--server-timeout S] [--keep]
 
 The last line printed is one JSON object with the figures.
 """
@@ -59,6 +60,9 @@ def main() -> None:
     parser.add_argument("--output-format", default="auto")
     parser.add_argument("--output-dtype", default="float64")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--server-timeout", type=float, default=None,
+                        help="launcher_config.server_timeout (on a crowded machine a starved "
+                        "server may stay silent past the default 60 s)")
     parser.add_argument("--keep", action="store_true", help="keep the study directory")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="melissa-side-by-side-"))
@@ -86,7 +90,8 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, object]:
         "client_config": {"executable_command":
                           f"{sys.executable} client.py {args.cells} {args.steps}"},
         "server_config": {"ranks": args.server_ranks},
-        "launcher_config": {"job_limit": args.sims},
+        "launcher_config": {"job_limit": args.sims, **(
+            {"server_timeout": args.server_timeout} if args.server_timeout else {})},
     }
     (work / "config.json").write_text(json.dumps(config))
     launcher = Path(sys.executable).parent / "melissa-launcher"

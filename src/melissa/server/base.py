@@ -235,13 +235,17 @@ class Server:
                 if sock is up:
                     self.from_rank0(up.recv_multipart())
                     continue
-                for _ in range(_BATCH):
+                for i in range(_BATCH):
                     try:
                         frames = router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.handle(frames)
                     if self._finish_requested:
+                        break
+                    # Large chunks on a busy machine: the status (the launcher's heartbeat)
+                    # still goes out about once a period.
+                    if i % 16 == 15 and time.monotonic() >= next_status:
                         break
             if self._finish_pending and not self._finish_requested:
                 self.forward_finish()
