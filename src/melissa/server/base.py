@@ -22,7 +22,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,14 @@ from melissa.protocol import (
     decode_json,
     encode_json,
     numpy_dtype,
+)
+from melissa.protocol.events import (
+    Attached,
+    Restored,
+    ResultsWritten,
+    ServerStatus,
+    SimulationComplete,
+    SimulationSilent,
 )
 from melissa.server.checkpoint import Checkpoint
 from melissa.server.recovery import Recovery
@@ -118,7 +126,7 @@ class Server:
         # start; deep-learning servers keep their own checkpoints of model and optimizer.
         self.checkpointing = config.sa_config is not None
         self.recovery = Recovery(paths, self.registry, rank, ranks, comm, type(self).__name__)
-        self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
+        self._restored: Restored | None = None  # rank 0: the "restored" event, if any
         self.stop_reason: str | None = None  # set by `stop`
         self._changed = False  # a message may have changed the state since the last checkpoint
         # Kind -> handler; rank 0 alone hears the launcher and the other ranks.
@@ -270,7 +278,7 @@ class Server:
             return []
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
-        self.emit({"event": "results_written", "files": [str(f) for f in files]})
+        self.emit(ResultsWritten(tuple(str(f) for f in files)).to_json())
         if self.checkpointing and not (sa is not None and sa.keep_checkpoints):
             self.recovery.remove()
         self.close()
@@ -386,9 +394,10 @@ class Server:
 
     def _attach(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         self.launcher = peer
-        self.emit({"event": "attached", "endpoint": self.endpoint})
+        self.emit(Attached(self.endpoint).to_json())
         if self._restored is not None:
-            self.emit({**self._restored, "complete": sorted(self.relay.complete_everywhere())})
+            complete = tuple(sorted(self.relay.complete_everywhere()))
+            self.emit(replace(self._restored, complete=complete).to_json())
 
     def _abandon_message(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         if peer != self.launcher:
@@ -448,7 +457,7 @@ class Server:
 
     def _announce_complete(self, simulation_id: int) -> None:
         log.info("simulation %d complete", simulation_id)
-        self.emit({"event": "simulation_complete", "simulation_id": simulation_id})
+        self.emit(SimulationComplete(simulation_id).to_json())
 
     # -- launcher channel ----------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -485,15 +494,14 @@ class Server:
         for status in ranks:
             chunks.update(status.get("chunks_received", {}))
         complete = self.relay.complete_everywhere()
-        event = {
-            "event": "status",
-            "messages": sum(int(r.get("messages", 0)) for r in ranks),
-            "bytes": sum(int(r.get("bytes", 0)) for r in ranks),
-            "bad_messages": sum(int(r.get("bad_messages", 0)) for r in ranks),
-            "ingest_s": max(float(r.get("ingest_s", 0.0)) for r in ranks),
-            "simulations_complete": len(complete),
-            "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
-        }
+        event = ServerStatus(
+            messages=sum(int(r.get("messages", 0)) for r in ranks),
+            bytes=sum(int(r.get("bytes", 0)) for r in ranks),
+            bad_messages=sum(int(r.get("bad_messages", 0)) for r in ranks),
+            ingest_s=max(float(r.get("ingest_s", 0.0)) for r in ranks),
+            simulations_complete=len(complete),
+            chunks_received={s: n for s, n in chunks.items() if int(s) not in complete},
+        ).to_json()
         self.on_report(event, ranks)
         self.emit(event)
 
@@ -506,7 +514,7 @@ class Server:
                                                   attempts):
             log.warning("simulation %d (attempt %d) sent nothing for %.0f s "
                         "(study_options.simulation_timeout)", sim, attempts[sim], age)
-            self.emit({"event": "simulation_silent", "simulation_id": sim, "silent_s": age})
+            self.emit(SimulationSilent(sim, age).to_json())
 
     # -- abandoned simulations -----------------------------------------------------------------
     def abandon(self, simulation_ids: list[int]) -> None:
@@ -546,7 +554,7 @@ class Server:
             for simulation_id in complete:
                 self.relay.complete_on.setdefault(simulation_id, set()).add(rank)
         if any(path is not None for _, path, _ in everyone):
-            self._restored = {"event": "restored", "checkpoint": everyone[0][1]}
+            self._restored = Restored(everyone[0][1])
         return found
 
 
