@@ -25,7 +25,7 @@ from rich.console import Console
 
 from melissa.config import LoadedConfig, StudyConfig
 from melissa.errors import ConfigError
-from melissa.launcher.client_job import client_job_spec
+from melissa.launcher.client_job import ClientJobs
 from melissa.launcher.schedulers import make_scheduler
 from melissa.launcher.schedulers.base import JobState, JobStatus, Scheduler
 from melissa.launcher.schedulers.local import LocalScheduler
@@ -131,8 +131,8 @@ def try_one(loaded: LoadedConfig, values: Sequence[float] | None, console: Conso
         thread.start()
         public_key = server.transport.public_key
         key = None if public_key is None else public_key.decode()
-        spec = client_job_spec(loaded, _SIMULATION_ID, 0, values, names, address, token_hex, key,
-                               paths.simulation_log(_SIMULATION_ID))
+        spec = ClientJobs(loaded, names).spec(_SIMULATION_ID, 0, values, address, token_hex, key,
+                                              paths.simulation_log(_SIMULATION_ID))
         shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, values))
         console.print(f"Trying one simulation ({shown}, {origin}):", soft_wrap=True,
                       highlight=False)
