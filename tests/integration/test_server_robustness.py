@@ -172,4 +172,5 @@ def test_client_without_server_times_out(tmp_path: Path) -> None:
                           timeout=30, env={k: v for k, v in os.environ.items()
                                            if not k.startswith("MELISSA_")})
     assert "MELISSA_SERVER, MELISSA_SIMULATION_ID, MELISSA_STUDY_TOKEN not set" in proc.stderr
+    assert "to try one simulation alone: melissa-launcher --try-one -c config.json" in proc.stderr
     sock.close()

@@ -58,7 +58,8 @@ class ClientEnvironment:
         if missing:
             raise ClientError(
                 f"{', '.join(missing)} not set: run this simulation through melissa-launcher, "
-                "which sets MELISSA_SERVER, MELISSA_SIMULATION_ID and MELISSA_STUDY_TOKEN"
+                "which sets MELISSA_SERVER, MELISSA_SIMULATION_ID and MELISSA_STUDY_TOKEN (to try "
+                "one simulation alone: melissa-launcher --try-one -c config.json)"
             )
         try:
             token = token_from_hex(env["MELISSA_STUDY_TOKEN"])

@@ -227,7 +227,8 @@ static int load_environment(void) {
     if (missing[0])
         return mls_error(MELISSA_ERR_ENV, "%s not set: run this simulation through "
                          "melissa-launcher, which sets MELISSA_SERVER, MELISSA_SIMULATION_ID and "
-                         "MELISSA_STUDY_TOKEN", missing);
+                         "MELISSA_STUDY_TOKEN (to try one simulation alone: melissa-launcher "
+                         "--try-one -c config.json)", missing);
     char why[160];
     if (mls_token_from_hex(getenv("MELISSA_STUDY_TOKEN"), S.token, why, sizeof why) != 0)
         return mls_error(MELISSA_ERR_ENV, "%s", why);
