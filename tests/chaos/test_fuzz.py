@@ -81,7 +81,9 @@ RANGES = cell_ranges(SIZE, SERVER_RANKS)
 FOREIGN_SIMS = st.integers(SIMS, 2**63 - 1)  # never part of this study
 U32, U64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
 # Kinds that an authentic peer may not send here, whatever their fields: always refused.
-UNEXPECTED_KINDS = [Kind.WELCOME, Kind.END_ACK, Kind.ERROR, Kind.EVENT, Kind.FINISH]
+# (HEARTBEAT: only from the launcher; STOP: only from rank 0, on its own channel.)
+UNEXPECTED_KINDS = [Kind.WELCOME, Kind.END_ACK, Kind.ERROR, Kind.EVENT, Kind.FINISH,
+                    Kind.HEARTBEAT, Kind.STOP]
 
 Message = tuple[int, list[bytes]]  # (server rank, frames)
 
