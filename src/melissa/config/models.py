@@ -6,6 +6,7 @@ user-facing. Unknown keys are errors (`extra="forbid"`): a misspelt key must nev
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -50,12 +51,28 @@ class StudyOptions(Section):
         "new simulation id (needs launcher_config.fault_tolerance).",
     )
 
+    field_shapes: dict[str, list[Annotated[int, Field(gt=0)]]] = Field(
+        default_factory=dict,
+        description='Shape of fields whose simulations declare none (Melissa\'s API cannot), '
+        'C order, slowest dimension first, e.g. {"heat1": [100, 100]}: their results get '
+        "spatial dimensions and their plots maps. The product must be the field's size.",
+    )
+
     @field_validator("field_names")
     @classmethod
     def _unique_fields(cls, names: list[str]) -> list[str]:
         if len(set(names)) != len(names):
             raise ValueError(f"field names must be unique, got {names}")
         return names
+
+    @model_validator(mode="after")
+    def _shaped_fields(self) -> StudyOptions:
+        unknown = sorted(set(self.field_shapes) - set(self.field_names))
+        if unknown:
+            raise ValueError(f"field_shapes names {unknown}, which are not in field_names")
+        if any(not shape for shape in self.field_shapes.values()):
+            raise ValueError("field_shapes: a shape lists at least one dimension")
+        return self
 
 
 class UniformParameter(Section):
@@ -356,6 +373,16 @@ class LauncherConfig(Section):
     poll_interval: float = Field(
         default=0.2, gt=0, description="Seconds between two scheduler polls."
     )
+    verbosity: int = Field(
+        default=2, ge=0, le=3,
+        description="What logs/launcher.log and logs/server.log hold (Melissa's levels): 0 "
+        "errors, 1 and warnings, 2 and progress, 3 and debugging details.",
+    )
+
+    @property
+    def log_level(self) -> int:
+        """The logging level of `verbosity`."""
+        return (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)[self.verbosity]
 
 
 class StudyConfig(Section):

@@ -184,7 +184,7 @@ class Study:
         handler = logging.FileHandler(self.paths.launcher_log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("melissa").addHandler(handler)
-        logging.getLogger("melissa").setLevel(logging.INFO)
+        logging.getLogger("melissa").setLevel(self.config.launcher_config.log_level)
 
     # -- server --------------------------------------------------------------------------------
     def start_server(self) -> None:
@@ -338,6 +338,8 @@ class Study:
             MELISSA_STUDY_TOKEN=self.token_hex,
             MELISSA_ATTEMPT=str(record.attempt),
             MELISSA_PARAMETERS=json.dumps(dict(zip(names, record.parameters))),
+            # Melissa's Fortran API matches its names (no NUL needed) against these.
+            MELISSA_FIELD_NAMES=",".join(self.config.study_options.field_names),
         )
         if self.server_key is not None:
             env["MELISSA_SERVER_KEY"] = self.server_key

@@ -52,6 +52,7 @@ def _run(paths: StudyPaths) -> int:
     except OSError as exc:
         raise MelissaError(f"cannot read the study file {paths.study_file}: {exc}") from None
     config = parse_config(text, str(paths.study_file))
+    logging.getLogger().setLevel(config.launcher_config.log_level)
     token_hex = os.environ.get("MELISSA_STUDY_TOKEN", "")
     if not token_hex:
         raise MelissaError("MELISSA_STUDY_TOKEN is not set (the launcher sets it)")
