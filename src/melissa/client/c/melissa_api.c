@@ -25,12 +25,15 @@ static struct {
 } declared[MAX_FIELDS];
 static int nb_declared;
 
-/* Bytes of `given` read so far, for the message when nothing matches (never more). */
+/* Bytes of `given` read so far, for the message when nothing matches (never more): "name"
+ * when they end with its NUL, else "starting \"...\"". */
 static void quote_examined(const char *given, size_t examined, char *out, size_t size) {
-    size_t n = 0;
-    for (size_t i = 0; i < examined && given[i] != '\0' && n + 1 < size; i++)
-        out[n++] = (given[i] >= 32 && given[i] < 127) ? given[i] : '?';
-    out[n] = '\0';
+    size_t n = 0, i = 0;
+    char text[MAX_NAME];
+    for (; i < examined && given[i] != '\0' && n + 1 < sizeof text; i++)
+        text[n++] = (given[i] >= 32 && given[i] < 127) ? given[i] : '?';
+    text[n] = '\0';
+    snprintf(out, size, i < examined ? "\"%s\"" : "starting \"%s\"", text);
 }
 
 /* Length of the longest name of `names` (separated by `sep`, or one per row of `rows`) that
@@ -80,9 +83,9 @@ static int name_of_init(const char *given, int from_fortran, const char *functio
                          "(a Fortran field name is matched against them)", function);
     size_t examined = 0, n = longest_prefix(given, names, count, &examined);
     if (n == 0) {
-        char seen[MAX_NAME];
+        char seen[MAX_NAME + 16];
         quote_examined(given, examined, seen, sizeof seen);
-        return mls_error(MELISSA_ERR_ARG, "%s: the field name starting \"%s\" is none of the "
+        return mls_error(MELISSA_ERR_ARG, "%s: the field name %s is none of the "
                          "study's fields (study_options.field_names: %s)", function, seen,
                          getenv("MELISSA_FIELD_NAMES"));
     }
@@ -131,7 +134,7 @@ static const char *name_of_send(const char *given, const char *function) {
         }
     }
     if (best != NULL) return best;
-    char seen[MAX_NAME], fields[1024] = "";
+    char seen[MAX_NAME + 16], fields[1024] = "";
     quote_examined(given, examined, seen, sizeof seen);
     for (int k = 0; k < nb_declared; k++) {
         size_t used = strlen(fields);
@@ -139,8 +142,8 @@ static const char *name_of_send(const char *given, const char *function) {
                  declared[k].name);
     }
     mls_compat_exit(mls_error(nb_declared ? MELISSA_ERR_ARG : MELISSA_ERR_ORDER,
-                              "%s(\"%s\"): not a field given to melissa_init%s%s%s", function,
-                              seen, nb_declared ? " (" : " (no melissa_init yet)", fields,
+                              "%s: the field name %s is not a field given to "
+                              "melissa_init%s%s%s", function, seen, nb_declared ? " (" : " (no melissa_init yet)", fields,
                               nb_declared ? ")" : ""));
     return NULL;
 }
