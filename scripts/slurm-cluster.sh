@@ -12,7 +12,7 @@
 #
 # Install first: apt-get install -y --no-install-recommends slurm-wlm munge
 # and for --accounting: mariadb-server slurmdbd slurm-wlm-mysql-plugin
-# Facts behind the settings: ../shared/design/CLUSTER.md. State, spool and logs live under
+# Why the settings are what they are: docs/schedulers.md. State, spool and logs live under
 # $MELISSA_SLURM_DIR (default /tmp/melissa-slurm); slurm.conf and slurmdbd.conf go to /etc/slurm,
 # where every Slurm command finds them, and are never written over if someone else wrote them.
 set -euo pipefail
