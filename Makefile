@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install clib demo test bench online-vs-offline lint clean
+.PHONY: install clib demo test docs bench online-vs-offline lint clean
 
 install: $(STAMP) clib
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl]"
+	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl,docs]"
 	touch $(STAMP)
 
 # libmelissa (C and Fortran clients) into the venv: include/melissa, lib/melissa, lib/pkgconfig,
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The documentation as a site in site/ (tests/unit/test_docs.py checks its links in `make test`).
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 bench: install
 	$(PY) bench/stats_kernels.py
@@ -40,4 +44,4 @@ lint: install
 
 clean:
 	rm -rf $(VENV) examples/heat_equation/output_sa examples/heat_equation/output_dl \
-		examples/lorenz/output_dl .pytest_cache
+		examples/lorenz/output_dl .pytest_cache site
