@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 MARKDOWN = sorted([*(REPO / "docs").glob("*.md"), REPO / "README.md",
                    *(REPO / "bench").glob("*.md"), *(REPO / "examples").glob("*/README.md")])
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 CODE = re.compile(r"`[^`\n]*`")
 
 
@@ -33,18 +33,18 @@ def prose(path: Path) -> str:
 
 def anchors(path: Path) -> set[str]:
     text = FENCE.sub("", path.read_text(encoding="utf-8"))
-    headings = re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", text, re.M)
+    headings = re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", text, re.MULTILINE)
     return {slugify(re.sub(r"`([^`]*)`", r"\1", h)) for h in headings}
 
 
-def broken_links(path: Path) -> list[str]:
+def broken_links(path: Path, root: Path = REPO) -> list[str]:
     problems = []
     for target in LINK.findall(prose(path)):
         if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
             continue
         file_part, _, anchor = target.partition("#")
         dest = (path.parent / file_part).resolve() if file_part else path
-        where = f"{path.relative_to(REPO)}: ({target})"
+        where = f"{path.relative_to(root)}: ({target})"
         if not dest.exists():
             problems.append(f"{where}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
@@ -61,17 +61,8 @@ def test_every_relative_link_and_anchor_resolves() -> None:
 def test_the_checker_sees_broken_links(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# Title `x`: here\n\n[ok](#title-x-here) [bad](#nope) "
                                    "[gone](b.md) `[code](c.md)`\n")
-    problems = [p.split(": ", 1)[1] for p in broken_links_at(tmp_path / "a.md")]
+    problems = [p.split(": ", 1)[1] for p in broken_links(tmp_path / "a.md", tmp_path)]
     assert problems == ["(#nope): no heading with anchor #nope in a.md", "(b.md): no such file"]
-
-
-def broken_links_at(path: Path) -> list[str]:
-    global REPO
-    saved, REPO = REPO, path.parent
-    try:
-        return broken_links(path)
-    finally:
-        REPO = saved
 
 
 def test_site_builds_strict(tmp_path: Path) -> None:
