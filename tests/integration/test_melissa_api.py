@@ -73,6 +73,34 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return Built(out / "heat_no_mpi", out / "heat", fortran, mpirun)
 
 
+def test_cmake_targets(tmp_path: Path, built: Built) -> None:
+    """find_package(melissa): melissa::api and melissa::api_mpi build the same sources."""
+    mpicc, mpif90, _ = openmpi()
+    (tmp_path / "CMakeLists.txt").write_text(f"""
+cmake_minimum_required(VERSION 3.18)
+project(heat LANGUAGES C Fortran)
+find_package(melissa 0.1 REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C Fortran)
+add_executable(heat_no_mpi {SOURCES}/heat_no_mpi.c)
+target_link_libraries(heat_no_mpi PRIVATE melissa::api)
+add_executable(heat {SOURCES}/heat.c)
+target_link_libraries(heat PRIVATE melissa::api_mpi MPI::MPI_C)
+add_executable(heat_f {SOURCES}/heat.F90)
+target_compile_definitions(heat_f PRIVATE MPIF_H)
+target_link_libraries(heat_f PRIVATE melissa::api_mpi MPI::MPI_Fortran)
+""")
+    cmake, build = system_tool("cmake"), tmp_path / "build"
+    run_checked([cmake, "-S", str(tmp_path), "-B", str(build),
+                 f"-Dmelissa_DIR={sys.prefix}/lib/cmake/melissa", f"-DMPI_C_COMPILER={mpicc}",
+                 f"-DMPI_Fortran_COMPILER={mpif90}"])
+    run_checked([cmake, "--build", str(build)])
+    # Outside the launcher each ends at melissa_init, saying why: they are linked and run.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MELISSA_")}
+    for name in ("heat_no_mpi", "heat", "heat_f"):
+        proc = run_failing([str(build / name)], {**clean, **MPI_ENV})
+        assert "run this simulation through melissa-launcher" in proc.stderr, proc
+
+
 def melissa_config(command: str, **client: Any) -> dict[str, Any]:
     """A config in Melissa's own words where they mean the same as ours."""
     return {
