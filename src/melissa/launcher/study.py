@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from melissa.atomic import atomic_write
 from melissa.config import LoadedConfig
 from melissa.errors import StudyError, SubmissionError
 from melissa.launcher.channel import ServerChannel
@@ -111,9 +112,8 @@ class Study:
 
         study_json = self.config.model_dump(mode="json")
         study_json["output_dir"] = str(root)
-        tmp = self.paths.study_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(study_json, indent=2))
-        os.replace(tmp, self.paths.study_file)
+        with atomic_write(self.paths.study_file, durable=True) as tmp:
+            tmp.write_text(json.dumps(study_json, indent=2))
 
         self.sampler = self._new_sampler()
         draws = self.sampler.draw(self.config.study_options.parameter_sweep_size)
