@@ -1,6 +1,7 @@
 ! A heat solver instrumented with Melissa's API (see README.md), built four ways: -DMPIF_H
 ! (include 'mpif.h'), -DUSE_MPI (use mpi), -DUSE_MPI_F08 (use mpi_f08), -DNO_MPI (sequential,
-! melissa_init_no_mpi and melissa_send_no_mpi).
+! melissa_init_no_mpi and melissa_send_no_mpi); -DINCLUDE_2021: the include file under the name
+! Melissa gave it in 2021, melissa/api.f90.
 program heat
 #if defined(USE_MPI)
   use mpi
@@ -12,7 +13,11 @@ program heat
 #if defined(MPIF_H)
   include 'mpif.h'
 #endif
+#if defined(INCLUDE_2021)
+  include "melissa/api.f90"
+#else
   include "melissa_api.f90"
+#endif
 
   integer, parameter :: nx = 20, ny = 16, steps = 5
   real(8), parameter :: alpha = 0.1d0

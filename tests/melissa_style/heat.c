@@ -3,7 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <mpi.h>
+#ifdef INCLUDE_2021
+#include <melissa/api.h> /* the header's name since Melissa 2021 */
+#else
 #include "melissa_api.h"
+#endif
 
 #define NX 20
 #define NY 16

@@ -14,6 +14,10 @@
 #include "protocol.h"
 
 #define MAX_NAME 256
+#define MLS_STR(x) #x
+#define MLS_XSTR(x) MLS_STR(x)
+#define MLS_LIBRARY_VERSION MLS_XSTR(MELISSA_MAJOR_NUM) "." MLS_XSTR(MELISSA_MINOR_NUM) "." \
+    MLS_XSTR(MELISSA_RELEASE_NUM)
 #define MAX_FIELDS 64
 
 /* The fields this process declared: their names, and whether the name came from Fortran (then
@@ -171,3 +175,5 @@ void melissa_send(const char *field_name, const double *send_vect) {
 }
 
 void melissa_finalize(void) { mls_compat_exit(mls_finalize()); }
+
+const char *melissa_version(void) { return MLS_LIBRARY_VERSION; }

@@ -43,6 +43,9 @@ void melissa_send(const char *field_name, const double *send_vect);
 /* After the last send of every field. */
 void melissa_finalize(void);
 
+/* This library's version, "MAJOR.MINOR.RELEASE". */
+const char *melissa_version(void);
+
 #ifdef __cplusplus
 }
 #endif
