@@ -47,7 +47,8 @@ def solver(params: list[float]) -> np.ndarray:
 class Built:
     c_no_mpi: Path
     c_mpi: Path
-    c_mpi_2021: Path  # #include <melissa/api.h>
+    c_mpi_2021: Path  # #include <melissa/api.h>, melissa_send_with_metadata
+    c_bad_metadata: Path  # metadata that is not a JSON object
     fortran: dict[str, Path]  # MPIF_H, USE_MPI, USE_MPI_F08, NO_MPI, USE_MPI_2021
     mpirun: str
 
@@ -63,7 +64,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
                *pkg_config("--libs", package="melissa-api-mpi")]
     run_checked([system_tool("cc"), "-std=c99", "-Wall", "-Werror",
                  str(SOURCES / "heat_no_mpi.c"), "-o", str(out / "heat_no_mpi"), *api])
-    for name, flags in (("heat", []), ("heat_2021", ["-DINCLUDE_2021"])):
+    for name, flags in (("heat", []), ("heat_2021", ["-DINCLUDE_2021"]),
+                        ("heat_bad_metadata", ["-DINCLUDE_2021", '-DMETADATA_FORMAT="[%d]"'])):
         run_checked([mpicc, "-std=c99", "-Wall", "-Werror", *flags, str(SOURCES / "heat.c"),
                      "-o", str(out / name), *api_mpi])
     fortran = {}
@@ -73,7 +75,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         flags = ["-DUSE_MPI", "-DINCLUDE_2021"] if variant.endswith("2021") else [f"-D{variant}"]
         run_checked([compiler, *flags, str(SOURCES / "heat.F90"), "-o", str(fortran[variant]),
                      *(api if variant == "NO_MPI" else api_mpi)])
-    return Built(out / "heat_no_mpi", out / "heat", out / "heat_2021", fortran, mpirun)
+    return Built(out / "heat_no_mpi", out / "heat", out / "heat_2021",
+                 out / "heat_bad_metadata", fortran, mpirun)
 
 
 def test_cmake_targets(tmp_path: Path, built: Built) -> None:
@@ -254,6 +257,11 @@ def test_errors_end_the_simulation_with_the_reason(tmp_path: Path, built: Built)
         assert ('melissa: error: melissa_init (Fortran): the field name starting "h" is none '
                 "of the study's fields (study_options.field_names: temperature,pressure)"
                 ) in proc.stderr, proc.stderr
+        # melissa_send_with_metadata with metadata that is not a JSON object.
+        proc = run_failing([built.mpirun, "-n", "1", str(built.c_bad_metadata)],
+                           client_env(srv, 3))
+        assert ('melissa: error: melissa_send_with_metadata("heat1"): the metadata must be a '
+                "JSON object, got [1]") in proc.stderr, proc.stderr
         # Melissa's Python module: one line, no traceback.
         proc = run_failing([sys.executable, str(SOURCES / "heat.py")], client_env(srv, 2))
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -4,7 +4,11 @@
 #include <string.h>
 #include <mpi.h>
 #ifdef INCLUDE_2021
-#include <melissa/api.h> /* the header's name since Melissa 2021 */
+/* The header's name since Melissa 2021; and current Melissa's send with metadata. */
+#include <melissa/api.h>
+#ifndef METADATA_FORMAT
+#define METADATA_FORMAT "{\"step\": %d}"
+#endif
 #else
 #include "melissa_api.h"
 #endif
@@ -54,7 +58,13 @@ int main(int argc, char **argv) {
     for (int s = 1; s <= STEPS; s++) {
         step(u, next, &param[1]);
         memcpy(u, next, n * sizeof(double));
+#ifdef INCLUDE_2021
+        char metadata[64];
+        snprintf(metadata, sizeof metadata, METADATA_FORMAT, s);
+        melissa_send_with_metadata(field_name, u + first, metadata);
+#else
         melissa_send(field_name, u + first);
+#endif
     }
     melissa_finalize();
     free(u);

@@ -174,6 +174,30 @@ void melissa_send(const char *field_name, const double *send_vect) {
     mls_compat_exit(mls_send_typed(name, send_vect, MLS_FLOAT64, -1));
 }
 
+/* Current Melissa's send with a JSON object of metadata. The values go as melissa_send's; the
+ * metadata is checked (a JSON object) but reaches no server here: none reads per-step metadata
+ * (docs/migrating-from-melissa.md). */
+void melissa_send_with_metadata(const char *field_name, const double *send_vect,
+                                const char *metadata_json);
+void melissa_send_with_metadata(const char *field_name, const double *send_vect,
+                                const char *metadata_json) {
+    const char *name = name_of_send(field_name, "melissa_send_with_metadata");
+    mls_json doc;
+    char why[200];
+    if (metadata_json == NULL
+        || mls_json_parse(&doc, metadata_json, strlen(metadata_json), why, sizeof why) != 0)
+        mls_compat_exit(mls_error(MELISSA_ERR_ARG, "melissa_send_with_metadata(\"%.200s\"): the "
+                                  "metadata is not JSON: %s", name,
+                                  metadata_json ? why : "a null pointer"));
+    int is_object = doc.nodes[0].type == MLS_JOBJECT;
+    mls_json_free(&doc);
+    if (!is_object)
+        mls_compat_exit(mls_error(MELISSA_ERR_ARG, "melissa_send_with_metadata(\"%.200s\"): the "
+                                  "metadata must be a JSON object, got %.100s", name,
+                                  metadata_json));
+    mls_compat_exit(mls_send_typed(name, send_vect, MLS_FLOAT64, -1));
+}
+
 void melissa_finalize(void) { mls_compat_exit(mls_finalize()); }
 
 const char *melissa_version(void) { return MLS_LIBRARY_VERSION; }

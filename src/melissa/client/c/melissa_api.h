@@ -40,6 +40,11 @@ void melissa_init_f(const char *field_name, int *local_vect_size, MPI_Fint *comm
 /* Send this rank's values of `field_name` for the next time step; reusable on return. */
 void melissa_send(const char *field_name, const double *send_vect);
 
+/* Current Melissa's melissa_send with a JSON object of metadata about the step: the values are
+ * sent as melissa_send's; the metadata must be a JSON object, and no server here uses it. */
+void melissa_send_with_metadata(const char *field_name, const double *send_vect,
+                                const char *metadata_json);
+
 /* After the last send of every field. */
 void melissa_finalize(void);
 
