@@ -40,7 +40,7 @@ online-vs-offline: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/mypy src/melissa
+	$(VENV)/bin/mypy src/melissa src/melissa_api src/melissa_api_no_mpi
 
 clean:
 	rm -rf $(VENV) examples/heat_equation/output_sa examples/heat_equation/output_dl \
