@@ -40,9 +40,9 @@ static void quote_examined(const char *given, size_t examined, char *out, size_t
     snprintf(out, size, i < examined ? "\"%s\"" : "starting \"%s\"", text);
 }
 
-/* Length of the longest name of `names` (separated by `sep`, or one per row of `rows`) that
- * `given` starts with; reads `given` only while it still matches some candidate, so at most
- * one byte past the shortest possible match. 0 when none matches. */
+/* Length of the longest of `names` that `given` starts with, 0 if none. Reads `given` only
+ * while it still matches a candidate: past the end of a name only when that name is the start
+ * of a longer candidate (then the Fortran caller must end the name with C_NULL_CHAR). */
 static size_t longest_prefix(const char *given, const char *const *names, int count,
                              size_t *examined) {
     size_t best = 0;
