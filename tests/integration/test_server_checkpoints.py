@@ -34,13 +34,13 @@ SA = {"mean": True, "variance": True, "skewness": True, "kurtosis": True, "min":
 
 
 def write_study(root: Path, sa: dict[str, Any], steps: int = STEPS, ranks: int = 1,
-                simulation_timeout: float = 600) -> StudyPaths:
+                simulation_timeout: float = 600, sims: int = 100) -> StudyPaths:
     paths = StudyPaths(root)
     paths.make_dirs()
     paths.study_file.write_text(json.dumps({
         "output_dir": str(root),
         "study_options": {"field_names": ["f"], "nb_time_steps": steps,
-                          "parameter_sweep_size": 100, "simulation_timeout": simulation_timeout},
+                          "parameter_sweep_size": sims, "simulation_timeout": simulation_timeout},
         "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
         "sa_config": sa,
         "client_config": {"executable_command": "unused"},
@@ -115,7 +115,8 @@ def run_client(server: Server, sim: int, attempt: int = 0, steps: int = STEPS,
 
 
 def wait_event(server: Server, name: str, timeout: float = 10) -> dict[str, Any]:
-    """The first event called `name` (events before it are dropped, later ones kept)."""
+    """The first event called `name`, as its wire JSON (events before it are dropped, later
+    ones kept)."""
     deadline = time.monotonic() + timeout
     while True:
         while server.events:
@@ -123,7 +124,7 @@ def wait_event(server: Server, name: str, timeout: float = 10) -> dict[str, Any]
             if event["event"] == name:
                 return event
         assert time.monotonic() < deadline, f"no {name!r} event within {timeout} s"
-        server.events.extend(server.channel.wait(0.2))
+        server.events.extend(e.to_json() for e in server.channel.wait(0.2))
 
 
 def checkpoints_logged(paths: StudyPaths) -> int:
@@ -348,3 +349,30 @@ def test_sobol_restart_keeps_half_joined_groups_and_quantiles(
     np.testing.assert_array_equal(got["count"], 10)  # the A and B members
     for name, array in expected.items():
         np.testing.assert_allclose(got[name], array, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_finished_study_removes_its_checkpoints_unless_kept(
+    tmp_path: Path, servers: list[Server], keep: bool
+) -> None:
+    paths = write_study(tmp_path, {**SA, "checkpoint_interval": 0.05, "keep_checkpoints": keep})
+    servers.append(server := start(paths, secrets.token_bytes(16)))
+    run_client(server, 0)
+    wait_checkpoint_after(paths, 0)
+    run_client(server, 1)
+    log = server.finish()
+    assert bool(paths.server_checkpoints(0)) == keep, log
+    assert ("removed" in log) != keep
+
+
+def test_no_checkpoint_once_every_simulation_is_complete(tmp_path: Path,
+                                                         servers: list[Server]) -> None:
+    paths = write_study(tmp_path, {**SA, "checkpoint_interval": 0.05}, sims=2)
+    servers.append(server := start(paths, secrets.token_bytes(16)))
+    run_client(server, 0)
+    wait_checkpoint_after(paths, 0)  # periodic checkpoints while simulations remain
+    run_client(server, 1)  # the last one: acknowledged once complete on the server
+    written = checkpoints_logged(paths)
+    time.sleep(0.5)  # ten intervals, with a changed state
+    assert checkpoints_logged(paths) == written
+    server.finish()

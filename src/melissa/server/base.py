@@ -23,7 +23,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,14 @@ from melissa.protocol import (
     decode_json,
     encode_json,
     numpy_dtype,
+)
+from melissa.protocol.events import (
+    Attached,
+    Restored,
+    ResultsWritten,
+    ServerStatus,
+    SimulationComplete,
+    SimulationSilent,
 )
 from melissa.server.checkpoint import Checkpoint
 from melissa.server.recovery import Recovery
@@ -119,7 +127,7 @@ class Server:
         # start; deep-learning servers keep their own checkpoints of model and optimizer.
         self.checkpointing = config.sa_config is not None
         self.recovery = Recovery(paths, self.registry, rank, ranks, comm, type(self).__name__)
-        self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
+        self._restored: Restored | None = None  # rank 0: the "restored" event, if any
         self.stop_reason: str | None = None  # set by `stop`
         self._changed = False  # a message may have changed the state since the last checkpoint
         # Kind -> handler; rank 0 alone hears the launcher and the other ranks.
@@ -226,21 +234,27 @@ class Server:
             self.emit_status(time.monotonic())  # introduces this rank to rank 0
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
         next_status = time.monotonic() + _STATUS_PERIOD_S
-        interval = self.config.sa_config.checkpoint_interval if self.config.sa_config else 0.0
+        sa = self.config.sa_config
+        interval = sa.checkpoint_interval if sa is not None else 0.0
         periodic = self.checkpointing and interval > 0
         next_checkpoint = time.monotonic() + interval if periodic else float("inf")
+        expected = self.config.nb_simulations
         while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
                 if sock is up:
                     self.from_rank0(up.recv_multipart())
                     continue
-                for _ in range(_BATCH):
+                for i in range(_BATCH):
                     try:
                         frames = router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.handle(frames)
                     if self._finish_requested:
+                        break
+                    # Large chunks on a busy machine: the status (the launcher's heartbeat)
+                    # still goes out about once a period.
+                    if i % 16 == 15 and time.monotonic() >= next_status:
                         break
             if self._finish_pending and not self._finish_requested:
                 self.forward_finish()
@@ -250,9 +264,13 @@ class Server:
                 next_status = now + _STATUS_PERIOD_S
             self.relay.flush()
             if now >= next_checkpoint:
-                if self._changed:  # an idle server does not rewrite the same state
+                # Not for an idle server (the same state again), nor once every simulation is
+                # complete here: the results come next.
+                if self._changed and len(self.registry.completed) < expected:
                     self.try_checkpoint()
-                next_checkpoint = time.monotonic() + interval  # from the end: a slow disk
+                # From the end of the last one, so that a slow disk or a large state gets
+                # fewer (recovery.py: at most 5% of the time).
+                next_checkpoint = time.monotonic() + self.recovery.interval(interval)
         if self.stop_reason is not None:
             log.warning("stopping on %s before the study finished", self.stop_reason)
             if self.checkpointing:
@@ -261,13 +279,16 @@ class Server:
             return []
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
-        self.emit({"event": "results_written", "files": [str(f) for f in files]})
+        self.emit(ResultsWritten(tuple(str(f) for f in files)).to_json())
+        if self.checkpointing and not (sa is not None and sa.keep_checkpoints):
+            self.recovery.remove()
         self.close()
         return files
 
     def close(self) -> None:
         if self.bad.total:
             log.warning("dropped %d bad messages: %s", self.bad.total, dict(self.bad.counts))
+        log.info("server rank %d: peak memory %.1f MB", self.rank, peak_memory() / 1e6)
         self.transport.close()
 
     # -- messages ------------------------------------------------------------------------------
@@ -391,9 +412,10 @@ class Server:
 
     def _attach(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         self.launcher = peer
-        self.emit({"event": "attached", "endpoint": self.endpoint})
+        self.emit(Attached(self.endpoint).to_json())
         if self._restored is not None:
-            self.emit({**self._restored, "complete": sorted(self.relay.complete_everywhere())})
+            complete = tuple(sorted(self.relay.complete_everywhere()))
+            self.emit(replace(self._restored, complete=complete).to_json())
 
     def _abandon_message(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         if peer != self.launcher:
@@ -453,7 +475,7 @@ class Server:
 
     def _announce_complete(self, simulation_id: int) -> None:
         log.info("simulation %d complete", simulation_id)
-        self.emit({"event": "simulation_complete", "simulation_id": simulation_id})
+        self.emit(SimulationComplete(simulation_id).to_json())
 
     # -- launcher channel ----------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -490,15 +512,14 @@ class Server:
         for status in ranks:
             chunks.update(status.get("chunks_received", {}))
         complete = self.relay.complete_everywhere()
-        event = {
-            "event": "status",
-            "messages": sum(int(r.get("messages", 0)) for r in ranks),
-            "bytes": sum(int(r.get("bytes", 0)) for r in ranks),
-            "bad_messages": sum(int(r.get("bad_messages", 0)) for r in ranks),
-            "ingest_s": max(float(r.get("ingest_s", 0.0)) for r in ranks),
-            "simulations_complete": len(complete),
-            "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
-        }
+        event = ServerStatus(
+            messages=sum(int(r.get("messages", 0)) for r in ranks),
+            bytes=sum(int(r.get("bytes", 0)) for r in ranks),
+            bad_messages=sum(int(r.get("bad_messages", 0)) for r in ranks),
+            ingest_s=max(float(r.get("ingest_s", 0.0)) for r in ranks),
+            simulations_complete=len(complete),
+            chunks_received={s: n for s, n in chunks.items() if int(s) not in complete},
+        ).to_json()
         self.on_report(event, ranks)
         self.emit(event)
 
@@ -511,7 +532,7 @@ class Server:
                                                   attempts):
             log.warning("simulation %d (attempt %d) sent nothing for %.0f s "
                         "(study_options.simulation_timeout)", sim, attempts[sim], age)
-            self.emit({"event": "simulation_silent", "simulation_id": sim, "silent_s": age})
+            self.emit(SimulationSilent(sim, age).to_json())
 
     # -- abandoned simulations -----------------------------------------------------------------
     def abandon(self, simulation_ids: list[int]) -> None:
@@ -551,7 +572,7 @@ class Server:
             for simulation_id in complete:
                 self.relay.complete_on.setdefault(simulation_id, set()).add(rank)
         if any(path is not None for _, path, _ in everyone):
-            self._restored = {"event": "restored", "checkpoint": everyone[0][1]}
+            self._restored = Restored(everyone[0][1])
         return found
 
 
@@ -559,6 +580,18 @@ HOOKS = frozenset({name for name in vars(Server) if name.startswith("on_")}
                   | {"checkpoint_state", "restore_state", "whole_fields"})
 _SEALED = frozenset(name for name in vars(Server)
                     if name not in HOOKS and not name.startswith("__"))
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (VmHWM of /proc/self/status; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _abandoned_ids(body: dict[str, Any]) -> list[int]:
