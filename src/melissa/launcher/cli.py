@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ from melissa.errors import MelissaError, StudyError
 from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.schedulers import make_scheduler
+from melissa.launcher.schedulers.registry import backend
 from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
 from melissa.paths import StudyPaths
+from melissa.protocol.address import LAUNCHER_HOSTS_ENV, launcher_hosts
 
 log = logging.getLogger("melissa.launcher")
 
@@ -94,7 +97,14 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
 
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
-    scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+    # Every job inherits it: a server on another node advertises the address that routes here.
+    local = backend(launcher_config.scheduler).local
+    os.environ.setdefault(LAUNCHER_HOSTS_ENV, ",".join(launcher_hosts(local)))
+    try:
+        scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+    except MelissaError as exc:
+        _error(str(exc))
+        return 1
     study: Study | None = None
     api: StatusAPI | None = None
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import zmq
 from melissa.config import StudyConfig
 from melissa.errors import CheckpointError, ProtocolError
 from melissa.paths import StudyPaths
+from melissa.protocol.address import advertised_address, listen_address
 from melissa.protocol import (
     HEADER_SIZE,
     Dtype,
@@ -170,7 +170,8 @@ class Server:
     def bind(self) -> str:
         cfg = self.config.server_config
         port = cfg.port if self.rank == 0 else 0
-        address = f"tcp://{cfg.bind_address}:{port}" if port else f"tcp://{cfg.bind_address}:*"
+        host = listen_address(cfg.bind_address, cfg.interface)
+        address = f"tcp://{host}:{port}" if port else f"tcp://{host}:*"
         try:
             self.router.bind(address)
         except zmq.ZMQError as exc:
@@ -178,8 +179,8 @@ class Server:
                 f"server_config: cannot listen on {address} ({exc}); check bind_address and port"
             ) from None
         endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if cfg.bind_address in ("0.0.0.0", "*"):
-            endpoint = endpoint.replace("0.0.0.0", socket.getfqdn(), 1)
+        # Reachable from the other nodes (a wildcard bind_address is no address to connect to).
+        endpoint = endpoint.replace(f"//{host}:", f"//{advertised_address(host, cfg.interface)}:", 1)
         self.endpoint = endpoint
         self.endpoints = self.comm.allgather(endpoint) if self.comm is not None else [endpoint]
         if self.public_key is not None:
