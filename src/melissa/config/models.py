@@ -374,7 +374,8 @@ class LauncherConfig(Section):
 
         known = backends()
         if name not in known:
-            raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(sorted(known))}")
+            raise ValueError(f"Input should be one of {', '.join(sorted(known))} (or a plugin's "
+                             "scheduler: see docs/schedulers.md)")
         return name
 
 

@@ -100,6 +100,12 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
     # Every job inherits it: a server on another node advertises the address that routes here.
     local = backend(launcher_config.scheduler).local
     os.environ.setdefault(LAUNCHER_HOSTS_ENV, ",".join(launcher_hosts(local)))
+    server = loaded.config.server_config
+    if not local and server.interface is None and server.bind_address.startswith("127."):
+        console.print(
+            f"Note: server_config.bind_address is {server.bind_address}, which only the "
+            "server's own node reaches; on a cluster of several nodes set it to 0.0.0.0 "
+            "(docs/schedulers.md).", soft_wrap=True)
     try:
         scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
     except MelissaError as exc:
