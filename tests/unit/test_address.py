@@ -6,8 +6,13 @@ import pytest
 
 from melissa.errors import ConfigError
 from melissa.protocol.address import (
-    LAUNCHER_HOSTS_ENV, advertised_address, interface_address, interface_addresses,
-    launcher_hosts, listen_address, route_source,
+    LAUNCHER_HOSTS_ENV,
+    advertised_address,
+    interface_address,
+    interface_addresses,
+    launcher_hosts,
+    listen_address,
+    route_source,
 )
 
 

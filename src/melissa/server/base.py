@@ -29,7 +29,6 @@ import zmq
 from melissa.config import StudyConfig
 from melissa.errors import CheckpointError, ProtocolError
 from melissa.paths import StudyPaths
-from melissa.protocol.address import advertised_address, listen_address
 from melissa.protocol import (
     HEADER_SIZE,
     Dtype,
@@ -41,6 +40,7 @@ from melissa.protocol import (
     encode_json,
     numpy_dtype,
 )
+from melissa.protocol.address import advertised_address, listen_address
 from melissa.server.checkpoint import Checkpoint, latest_checkpoint, next_sequence, write_checkpoint
 from melissa.server.registry import FieldInfo, Registry
 from melissa.server.silence import SilenceWatch

@@ -50,7 +50,7 @@ def _plugins() -> dict[str, Backend]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             backend = entry.load()
-        except Exception as exc:  # a broken plugin must not hide the built-in backends
+        except Exception as exc:  # noqa: BLE001  (a broken plugin must not hide the others)
             log.warning("scheduler backend %s (%s) cannot be loaded: %s", entry.name,
                         entry.value, exc)
             continue
