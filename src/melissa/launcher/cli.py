@@ -18,6 +18,7 @@ from melissa.errors import MelissaError, StudyError
 from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.schedulers import make_scheduler
+from melissa.launcher.schedulers.base import Scheduler
 from melissa.launcher.schedulers.registry import backend
 from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
@@ -91,7 +92,10 @@ def _error(message: str) -> None:
     print(f"melissa-launcher: error: {message}", file=sys.stderr)
 
 
-def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: bool = False) -> int:
+def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: bool = False,
+              scheduler: Scheduler | None = None) -> int:
+    """Run (or resume) the study; the exit status. `scheduler`: the backend to use instead of
+    the one launcher_config.scheduler names (bench/launcher_scale.py counts its calls)."""
     # matplotlib only once there is something to plot
     from melissa.plots import plot_convergence, plot_statistics
 
@@ -106,20 +110,20 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
             f"Note: server_config.bind_address is {server.bind_address}, which only the "
             "server's own node reaches; on a cluster of several nodes set it to 0.0.0.0 "
             "(docs/schedulers.md).", soft_wrap=True)
-    try:
-        scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
-    except MelissaError as exc:
-        _error(str(exc))
-        return 1
+    if scheduler is None:
+        try:
+            scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+        except MelissaError as exc:
+            _error(str(exc))
+            return 1
     study: Study | None = None
     api: StatusAPI | None = None
     try:
-        study = Study(loaded, scheduler)
-        if not resume:
-            study.prepare(overwrite)
-        elif not study.resume():
-            console.print(f"The study in {study.paths.root} had already finished: nothing to "
-                          "resume.", soft_wrap=True)
+        study = (Study.resume(loaded, scheduler) if resume
+                 else Study.create(loaded, scheduler, overwrite=overwrite))
+        if study is None:
+            console.print(f"The study in {StudyPaths(loaded.output_dir).root} had already "
+                          "finished: nothing to resume.", soft_wrap=True)
             return 0
         api = StatusAPI(study.board, study.token_hex, launcher_config.http_bind,
                         launcher_config.http_port, study.job_limit)
@@ -135,7 +139,6 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
                 plots += plot_statistics(path, study.paths.plots, steps, sa.plot_cells)
             convergence = plot_convergence(study.paths.sobol_convergence, study.paths.plots)
             plots += [convergence] if convergence is not None else []
-        assert study.store is not None
         print_summary(
             console, study.store.simulations(), study.paths.root, outcome.results, plots,
             study.server_status, time.monotonic() - started, study.paths.simulation_log,

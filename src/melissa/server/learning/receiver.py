@@ -88,21 +88,18 @@ class StreamingServer(Server, ABC):
             self.raise_if_training_failed()
             raise
 
-    def run(self) -> list[Path]:
+    def on_start(self) -> None:
         self.start_training()
-        try:
-            return super().run()
-        finally:
-            self.buffer.abort()  # on any way out, a training thread still waiting wakes up
 
-    def emit_status(self, now: float) -> None:
+    def on_close(self) -> None:
+        self.buffer.abort()  # on any way out, a training thread still waiting wakes up
+
+    def on_status(self, now: float) -> dict[str, Any]:
         self.raise_if_training_failed()  # the receive loop's once-a-second tick
-        super().emit_status(now)
+        return {}
 
-    def emit(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "status":
-            event = {**event, "training": self.training_status()}
-        super().emit(event)
+    def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
+        event["training"] = self.training_status()
 
     def on_finish(self) -> list[Path]:
         self.buffer.end_reception()

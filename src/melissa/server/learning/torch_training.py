@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from melissa import __version__
+from melissa.atomic import atomic_write
 from melissa.server.learning.buffers import BufferStats
 from melissa.server.learning.metrics import MetricsLog
 from melissa.server.learning.torch_distributed import Group
@@ -284,12 +284,8 @@ class Trainer:
         }
         path = self.paths.checkpoint
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path, durable=True) as tmp, open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
 
 def _tag(key: str) -> str:
