@@ -76,8 +76,8 @@ def main() -> None:
             "launcher_config": {"scheduler": "slurm-steps", "job_limit": args.job_limit},
         }))
         job, wall = sbatch(work, [
-            f"/usr/bin/time -f 'maxrss_kb=%M wall_s=%e' -o {work}/time.txt "
-            f"{sys.executable} -m melissa.launcher -c config.json > launcher.out 2>&1",
+            (f"/usr/bin/time -f 'maxrss_kb=%M wall_s=%e' -o {work}/time.txt "
+             f"{sys.executable} -m melissa.launcher -c config.json > launcher.out 2>&1"),
             f"echo $? > {work}/rc"])
         rc = (work / "rc").read_text().strip()
         if rc != "0":
@@ -89,7 +89,7 @@ def main() -> None:
         completed = sum(",completed," in row for row in rows)
 
         # Baseline: the same number of steps of the same kind, job_limit at once, nothing else.
-        bare_job, _ = sbatch(work, [
+        sbatch(work, [
             f"for i in $(seq {n}); do",
             f"  srun --exact --ntasks=1 --nodes=1 {sys.executable} -c '{BARE}' &",
             f"  (( i % {args.job_limit} == 0 )) && wait",
