@@ -312,7 +312,15 @@ class ServerConfig(Section):
     )
     bind_address: str = Field(
         default="127.0.0.1",
-        description="Interface the server listens on (an IP address or host name it can bind).",
+        description="Address the server listens on (an IP address or host name it can bind); "
+        "0.0.0.0 (every interface) for clients on other nodes: see interface.",
+    )
+    interface: str | None = Field(
+        default=None, min_length=1, max_length=15,
+        description='Network interface (e.g. "ib0") whose address the server advertises to the '
+        "clients and listens on (on every interface when bind_address is 0.0.0.0). Without it, "
+        "a server bound to 0.0.0.0 advertises the address of its interface that routes to the "
+        "launcher's host.",
     )
     port: int = Field(default=0, ge=0, le=65535, description="Port of rank 0; 0 picks a free one.")
     max_message_bytes: int = Field(
@@ -349,11 +357,12 @@ _SchedulerArg = Annotated[str, Field(min_length=1), AfterValidator(_one_line)]
 
 
 class LauncherConfig(Section):
-    scheduler: Literal["local", "openmpi", "slurm", "oar"] = Field(
+    scheduler: str = Field(
         default="local",
         description="How jobs run: local (processes on this machine; jobs of several ranks "
         "through the mpiexec first on PATH), openmpi (the same, through the system's OpenMPI "
-        "mpirun), slurm or oar (batch jobs; see docs/schedulers.md).",
+        "mpirun), slurm or oar (batch jobs), slurm-steps (job steps inside the Slurm allocation "
+        "the launcher runs in), or a backend a plugin package adds (see docs/schedulers.md).",
     )
     scheduler_arg_client: list[_SchedulerArg] = Field(
         default_factory=list,
@@ -409,6 +418,18 @@ class LauncherConfig(Section):
     def log_level(self) -> int:
         """The logging level of `verbosity`."""
         return (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)[self.verbosity]
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        # Imported here: the registry builds schedulers from this very model.
+        from melissa.launcher.schedulers.registry import backends
+
+        known = backends()
+        if name not in known:
+            raise ValueError(f"Input should be one of {', '.join(sorted(known))} (or a plugin's "
+                             "scheduler: see docs/schedulers.md)")
+        return name
 
 
 class StudyConfig(Section):
