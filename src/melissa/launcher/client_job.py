@@ -39,6 +39,8 @@ class ClientJobs:
             MELISSA_STUDY_TOKEN=token_hex,
             MELISSA_ATTEMPT=str(attempt),
             MELISSA_PARAMETERS=json.dumps(dict(zip(self.parameter_names, parameters))),
+            # Melissa's Fortran API matches its names (no NUL needed) against these.
+            MELISSA_FIELD_NAMES=",".join(config.study_options.field_names),
         )
         if server_key is not None:
             env["MELISSA_SERVER_KEY"] = server_key

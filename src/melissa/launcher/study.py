@@ -129,7 +129,7 @@ class Study:
                 f"output_dir {root} exists and is not empty: choose another output_dir"
             )
         paths.make_dirs()
-        _log_to_file(paths)
+        _log_to_file(paths, config.launcher_config.log_level)
 
         study_json = config.model_dump(mode="json")
         study_json["output_dir"] = str(root)
@@ -167,7 +167,7 @@ class Study:
                 store.close()
                 return None
             _check_same_study(loaded, paths, json.loads(info["config_json"]))
-            _log_to_file(paths)
+            _log_to_file(paths, loaded.config.launcher_config.log_level)
             sampler = _new_sampler(loaded)
             sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
             study = cls(loaded, scheduler, store, sampler, info["token_hex"])
@@ -574,8 +574,9 @@ def _check_same_study(loaded: LoadedConfig, paths: StudyPaths, stored: dict[str,
         )
 
 
-def _log_to_file(paths: StudyPaths) -> None:
+def _log_to_file(paths: StudyPaths, level: int) -> None:
+    """logs/launcher.log, at launcher_config.verbosity's level."""
     handler = logging.FileHandler(paths.launcher_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("melissa").addHandler(handler)
-    logging.getLogger("melissa").setLevel(logging.INFO)
+    logging.getLogger("melissa").setLevel(level)
