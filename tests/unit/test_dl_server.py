@@ -126,3 +126,25 @@ def test_the_client_reads_melissa_parameters_for_its_hello() -> None:
     for bad in ("[1, 2]", '{"a": "x"}', '{"a": true}', "{"):
         with pytest.raises(ClientError, match="is not a JSON object of numbers"):
             ClientEnvironment.from_environ({**env, "MELISSA_PARAMETERS": bad})
+
+
+def test_paired_buffer_trains_on_consecutive_steps(tmp_path: Path) -> None:
+    """sim_paired_reservoir: the network learns x(t), y(t) -> y(t + 1) (process_pair)."""
+    server = DeepLearningServer(
+        study(tmp_path, buffer="sim_paired_reservoir", drain_batches=20), StudyPaths(tmp_path),
+        bytes(16))
+    seen: list[int] = []
+    original = server.process_pair
+
+    def spy(earlier: Any, later: Any) -> Any:
+        assert later[0][0] == earlier[0][0] + 1  # same simulation, next step
+        seen.append(1)
+        return original(earlier, later)
+
+    server.process_pair = spy  # type: ignore[method-assign]
+    items = (((sim, step), (np.array([step, sim], np.float32), np.full(2, sim + step, np.float32)))
+             for sim in range(4) for step in range(5))
+    train(server, items)
+    assert server.trainer is not None and server.trainer.batches == 20
+    assert server.model is not None and server.model.net[0].in_features == 4  # (x_t, y_t)
+    assert seen

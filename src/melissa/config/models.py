@@ -178,23 +178,27 @@ class DLConfig(Section):
     """Online training of a deep surrogate (docs/deep-learning.md)."""
 
     batch_size: int = Field(default=32, gt=0, description="Samples per training batch.")
-    buffer: Literal["fifo", "firo", "reservoir"] = Field(
-        default="reservoir",
-        description="Training buffer: fifo (oldest first, each sample used once), firo (random "
-        "out, each used once) or reservoir (random, samples reused until evicted).",
+    buffer: Literal["fifo", "firo", "reservoir", "batch_reservoir", "sim_paired_reservoir"] = (
+        Field(
+            default="reservoir",
+            description="Training buffer: fifo (oldest first, each sample used once), firo "
+            "(random out, each used once), reservoir (random, samples reused until evicted), "
+            "batch_reservoir (unused samples first, then random reused ones) or "
+            "sim_paired_reservoir (random pairs of consecutive time steps of one simulation).",
+        )
     )
     buffer_size: int = Field(
         default=10000, gt=0, description="Samples the buffer holds (per server rank)."
     )
     per_server_watermark: int = Field(
         default=1000, gt=0,
-        description="firo and reservoir: samples the buffer must hold before a batch is drawn "
-        "while data still arrives.",
+        description="firo and the reservoirs: samples the buffer must hold before a batch is "
+        "drawn while data still arrives.",
     )
     drain_batches: int | None = Field(
         default=None, ge=0,
-        description="reservoir: batches trained after the last simulation ended; null: until "
-        "every sample in the buffer was used at least once.",
+        description="the reservoirs: batches trained after the last simulation ended; null: "
+        "until every sample (pair) in the buffer was used at least once.",
     )
     nb_batches_update: int = Field(
         default=100, gt=0,

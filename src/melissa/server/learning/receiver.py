@@ -59,7 +59,9 @@ class StreamingServer(Server, ABC):
             dl.buffer, dl.buffer_size, dl.per_server_watermark,
             seed=options.seed * 1009 + self.rank, drain_batches=dl.drain_batches,
         )
-        self.validation: ValidationSet[Any] = ValidationSet()
+        # sim_paired_reservoir: the buffer and the validation set hold pairs of (sim, step).
+        self.paired = dl.buffer == "sim_paired_reservoir"
+        self.validation: ValidationSet[Any] = ValidationSet(paired=self.paired)
         self.assembler = SampleAssembler(list(options.field_names))
         self.simulation_parameters: dict[int, np.ndarray] = {}
 
@@ -80,10 +82,11 @@ class StreamingServer(Server, ABC):
         sample = Sample(simulation_id, time_step, self.simulation_parameters[simulation_id], fields)
         item = self.encode_sample(sample)
         if simulation_id in self.validation_ids:
-            self.validation.add(item)
+            self.validation.add(item, (simulation_id, time_step))
             return
         try:
-            self.buffer.put(item)  # blocks while a FIFO/FIRO buffer is full
+            # blocks while a FIFO/FIRO buffer is full
+            self.buffer.put(((simulation_id, time_step), item) if self.paired else item)
         except BufferClosed:
             self.raise_if_training_failed()
             raise

@@ -118,8 +118,8 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
 
-    @staticmethod
-    def _tensors(pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tensors(self, entries: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.server.training_pair(e) for e in entries]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return x, y
@@ -166,7 +166,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Mean of each validation_step metric over every held-out sample of every rank."""
         assert self.model is not None
-        for x, y in self.server.validation.since(len(self._val_x)):
+        for entry in self.server.validation.since(len(self._val_x)):
+            x, y = self.server.training_pair(entry)
             self._val_x.append(torch.from_numpy(x))
             self._val_y.append(torch.from_numpy(y))
         sums: dict[str, float] = {}
