@@ -167,9 +167,9 @@ class Trainer:
         """Mean of each validation_step metric over every held-out sample of every rank."""
         assert self.model is not None
         for entry in self.server.validation.since(len(self._val_x)):
-            x, y = self.server.training_pair(entry)
-            self._val_x.append(torch.from_numpy(x))
-            self._val_y.append(torch.from_numpy(y))
+            x_np, y_np = self.server.training_pair(entry)
+            self._val_x.append(torch.from_numpy(x_np))
+            self._val_y.append(torch.from_numpy(y_np))
         sums: dict[str, float] = {}
         count = len(self._val_x)
         if count:
