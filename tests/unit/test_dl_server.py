@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,10 @@ def train(server: DeepLearningServer, items: Iterator[tuple[np.ndarray, np.ndarr
     for item in items:
         server.buffer.put(item, timeout=30)
     server.buffer.end_reception()
-    assert server.training_done(timeout=60)
+    deadline = time.monotonic() + 60
+    while not server.training_done(timeout=0.05):  # as the receive loop does
+        server.serve_checkpoint_request()
+        assert time.monotonic() < deadline
     server.raise_if_training_failed()
     server.close()
 

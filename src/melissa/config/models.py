@@ -95,12 +95,54 @@ Parameter = Annotated[
 ]
 
 
+class BreedOptions(Section):
+    """Active sampling (sampling.method "breed"; docs/deep-learning.md#active-sampling-breed)."""
+
+    generation_size: int = Field(
+        default=10, gt=0,
+        description="Simulations per generation; generation 0 is drawn at random, each later "
+        "one is bred once the earlier ones finished and their fitness is known.",
+    )
+    exploration_start: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Fraction of fresh random draws in generation 1.",
+    )
+    exploration_end: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Fraction of fresh random draws in the last generation (linear between).",
+    )
+    mutation_scale: float = Field(
+        default=0.5, gt=0,
+        description="Mutation covariance: this factor squared times the fitness-weighted "
+        "covariance of the simulations so far (in the unit cube of the CDFs).",
+    )
+    min_mutation: float = Field(
+        default=0.01, gt=0,
+        description="Smallest standard deviation of a mutation in any direction (unit cube).",
+    )
+    retries: int = Field(
+        default=5, ge=0,
+        description="An out-of-bounds child is tried again this many times, each with the "
+        "mutation step halved; then it takes its parent's parameters.",
+    )
+    fitness_timeout: float = Field(
+        default=60.0, gt=0,
+        description="Seconds a generation waits for the fitness of the earlier ones; then it is "
+        "bred from the fitness known.",
+    )
+
+
 class Sampling(Section):
-    method: Literal["random", "lhs", "sobol", "halton"] = Field(
-        default="random", description="Design of experiments: random, lhs, sobol or halton."
+    method: Literal["random", "lhs", "sobol", "halton", "breed"] = Field(
+        default="random",
+        description="Design of experiments: random, lhs, sobol, halton, or breed (active "
+        "sampling of a dl_config study: new simulations are bred where the surrogate is worst).",
     )
     scramble: bool = Field(
         default=True, description="Scramble the Sobol'/Halton sequence (seeded)."
+    )
+    breed: BreedOptions = Field(
+        default_factory=BreedOptions, description="Options of the breed method."
     )
 
 
@@ -399,6 +441,15 @@ class StudyConfig(Section):
                 "sa_config and dl_config are both given: a study either computes statistics "
                 "(sa_config) or trains a surrogate (dl_config)"
             )
+        if self.sampling.method == "breed":
+            if self.dl_config is None:
+                raise ValueError(
+                    'sampling.method "breed" needs dl_config: the surrogate\'s loss on each '
+                    "simulation is the fitness that guides the sampling"
+                )
+            if self.dl_config.buffer == "sim_paired_reservoir":
+                raise ValueError('sampling.method "breed" does not work with dl_config.buffer '
+                                 '"sim_paired_reservoir" (its fitness is per sample)')
         if self.dl_config is not None:
             size = self.study_options.parameter_sweep_size
             held_out = len(self.dl_config.validation_simulations(size))

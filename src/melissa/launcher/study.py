@@ -27,6 +27,8 @@ from typing import Any
 
 from melissa.config import LoadedConfig
 from melissa.errors import StudyError, SubmissionError
+from melissa.launcher.breeding import COLUMNS as BREED_COLUMNS
+from melissa.launcher.breeding import Breeder
 from melissa.launcher.channel import ServerChannel
 from melissa.launcher.control import JobLimitControl
 from melissa.launcher.display import StudyDisplay
@@ -72,6 +74,7 @@ class Study:
         self.scheduler = scheduler
         self.store: StateStore | None = None
         self.sampler: Sampler | None = None  # continued by redraws
+        self.breeder: Breeder | None = None  # sampling.method "breed"
         self.token_hex = secrets.token_hex(16)
         self.job_limit = JobLimitControl(self.paths.job_limit,
                                          self.config.launcher_config.job_limit)
@@ -116,11 +119,16 @@ class Study:
         os.replace(tmp, self.paths.study_file)
 
         self.sampler = self._new_sampler()
-        draws = self.sampler.draw(self.config.study_options.parameter_sweep_size)
+        breeding = self.config.sampling.method == "breed"
+        draws: Sequence[Sequence[float]] = self.sampler.draw(
+            0 if breeding else self.config.study_options.parameter_sweep_size).tolist()
         self.store = StateStore(self.paths.state_db)
         self.store.init_study(self.token_hex, json.dumps(study_json), self.sampler.names,
                               str(self.loaded.path.resolve()))
         self.store.set_groups_drawn(self.sampler.drawn)
+        if breeding:  # the first generation now, the others as the fitness comes in
+            self.breeder = Breeder(self.config, self.paths.state_db)
+            draws = [row for _, row in self.breeder.first_generation()]
         self.store.add_simulations([(i, tuple(row)) for i, row in enumerate(draws)])
         log.info("study prepared in %s: %d simulations", root, len(draws))
 
@@ -140,6 +148,9 @@ class Study:
         self.token_hex = info["token_hex"]
         self.sampler = self._new_sampler()
         self.sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
+        if self.config.sampling.method == "breed":
+            self.breeder = Breeder(self.config, self.paths.state_db)
+            self.breeder.recover(self.store)
         self._stop_earlier_jobs(info["server_job"])
         counts = self.store.counts()
         log.info("study in %s resumed: %d simulations completed, %d to run", self.paths.root,
@@ -176,7 +187,10 @@ class Study:
 
     def _new_sampler(self) -> Sampler:
         size = self.config.study_options.parameter_sweep_size
-        return Sampler(self.config.parameters, self.config.sampling,
+        # Breeding draws its own points; redraws after failures are random.
+        sampling = (self.config.sampling.model_copy(update={"method": "random"})
+                    if self.config.sampling.method == "breed" else self.config.sampling)
+        return Sampler(self.config.parameters, sampling,
                        self.config.study_options.seed, planned_size=size,
                        pick_freeze=self.config.group_size > 1)
 
@@ -485,6 +499,8 @@ class Study:
             kind = event.get("event")
             if kind == "simulation_complete":
                 self._completed(int(event["simulation_id"]))
+            elif kind == "fitness" and self.breeder is not None:
+                self.breeder.on_fitness(int(event["simulation_id"]), float(event["fitness"]))
             elif kind == "simulation_silent":
                 self._silent(int(event["simulation_id"]), float(event.get("silent_s", 0.0)))
             elif kind == "status":
@@ -580,7 +596,10 @@ class Study:
             if time.monotonic() > next_report:
                 self.write_report()  # a user can follow the study in parameters.csv
                 next_report = time.monotonic() + _REPORT_PERIOD_S
-            if counts[SimulationStatus.PENDING] == 0 and not self.running:
+            if self.breeder is not None and self.breeder.step(self.store):
+                continue  # a new generation to submit
+            if counts[SimulationStatus.PENDING] == 0 and not self.running and (
+                    self.breeder is None or self.breeder.done):
                 break
         return self.finish()
 
@@ -604,14 +623,17 @@ class Study:
                     self.server_status = event
                     # A server still working (a surrogate training on its buffer) gets more time.
                     deadline = max(deadline, time.monotonic() + patience)
+                else:
+                    self._on_events([event])  # e.g. the last generation's fitness
             if not written:
                 self._check_server_alive()
         self._wait_server_exit(deadline)
         self.store.set_study_status(_FINISHED)
         counts = self.store.counts()
         self.write_report()
+        plots = [self.breeder.plot(self.paths.root / "breed.png")] if self.breeder else []
         return StudyOutcome(
-            counts[SimulationStatus.COMPLETED], counts[SimulationStatus.FAILED], results
+            counts[SimulationStatus.COMPLETED], counts[SimulationStatus.FAILED], results, plots
         )
 
     def _wait_server_exit(self, deadline: float) -> None:
@@ -663,6 +685,7 @@ class Study:
             self.store.study()["parameter_names"],
             self.store.simulations(),
             group_size=self.config.group_size,
+            extra=(BREED_COLUMNS, self.breeder.columns()) if self.breeder else None,
         )
 
     def close(self) -> None:
@@ -673,6 +696,8 @@ class Study:
         if self.store is not None:
             self.write_report()
             self.store.close()
+        if self.breeder is not None:
+            self.breeder.close()
 
 
 def _job_environment(**extra: str) -> dict[str, str]:

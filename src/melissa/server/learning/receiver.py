@@ -11,18 +11,23 @@ FIFO/FIRO buffer blocks the receive loop, so ZeroMQ's high-water marks push back
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from melissa.config.models import DLConfig
-from melissa.errors import ConfigError, MelissaError
+from melissa.errors import CheckpointError, ConfigError, MelissaError
 from melissa.server.base import Server
-from melissa.server.learning.buffers import BufferClosed, SampleBuffer, make_buffer
+from melissa.server.learning import snapshot
+from melissa.server.learning.buffers import BufferClosed, BufferState, SampleBuffer, make_buffer
 from melissa.server.learning.samples import (
     Sample,
     SampleAssembler,
@@ -34,6 +39,15 @@ from melissa.server.registry import FieldInfo
 log = logging.getLogger("melissa.server")
 
 _STATUS_PERIOD_S = 1.0
+_SERVE_PERIOD_S = 0.1  # how often a blocked receive loop looks for a checkpoint request
+
+
+@dataclass
+class _CheckpointRequest:
+    """The training thread, waiting at a batch boundary, asks for a checkpoint."""
+
+    training: bytes  # its own state, opaque here
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class TrainingError(MelissaError):
@@ -64,6 +78,24 @@ class StreamingServer(Server, ABC):
         self.validation: ValidationSet[Any] = ValidationSet(paired=self.paired)
         self.assembler = SampleAssembler(list(options.field_names))
         self.simulation_parameters: dict[int, np.ndarray] = {}
+        # Checkpoints hold the registry, the buffer, the validation set and the training state,
+        # all of one moment: the training thread asks (every checkpoint_interval batches and at
+        # the end) and waits; this receive loop writes, between two messages.
+        self.checkpointing = True
+        self._request: _CheckpointRequest | None = None
+        self._request_lock = threading.Lock()
+        self._pending: Any = None  # an item a full buffer has not taken yet
+        self._training_blob = b""  # the request's training state, while it is written
+        self._stopped = threading.Event()  # the receive loop is gone: nobody serves requests
+        self.restored_training: bytes | None = None  # for the training side, from a checkpoint
+        # Active sampling (sampling.method "breed"): every sample, held out or not, waits here
+        # until the training thread measured the network's loss on it before training on it;
+        # a simulation's fitness, the mean of those losses, goes to the launcher.
+        self.breeding = self.config.sampling.method == "breed"
+        self.fitness_queue: collections.deque[tuple[int, Any]] = collections.deque()
+        self._fitness: dict[int, float] = {}  # this rank's, complete simulations
+        self._fitness_lock = threading.Lock()
+        self._fitness_sent: set[int] = set()  # rank 0: reported to the launcher
 
     # -- receive loop (main thread) -------------------------------------------------------------
     def on_hello(self, simulation_id: int, body: dict[str, Any]) -> None:
@@ -81,26 +113,122 @@ class StreamingServer(Server, ABC):
             return
         sample = Sample(simulation_id, time_step, self.simulation_parameters[simulation_id], fields)
         item = self.encode_sample(sample)
+        if self.breeding:
+            self.fitness_queue.append((simulation_id, item))
         if simulation_id in self.validation_ids:
             self.validation.add(item, (simulation_id, time_step))
             return
-        try:
-            # blocks while a FIFO/FIRO buffer is full
-            self.buffer.put(((simulation_id, time_step), item) if self.paired else item)
-        except BufferClosed:
-            self.raise_if_training_failed()
-            raise
+        entry = ((simulation_id, time_step), item) if self.paired else item
+        while True:  # a full FIFO/FIRO buffer blocks; the training may want a checkpoint then
+            try:
+                self.buffer.put(entry, timeout=_SERVE_PERIOD_S)
+                break
+            except TimeoutError:
+                self.serve_checkpoint_request(pending=entry)
+            except BufferClosed:
+                self.raise_if_training_failed()
+                raise
+
+    def handle(self, frames: list[zmq.Frame]) -> None:
+        super().handle(frames)
+        self.serve_checkpoint_request()
 
     def run(self) -> list[Path]:
         self.start_training()
         try:
             return super().run()
         finally:
+            self._stopped.set()
             self.buffer.abort()  # on any way out, a training thread still waiting wakes up
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def request_checkpoint(self, training: bytes) -> bool:
+        """From the training thread, at a batch boundary: have the receive loop write a
+        checkpoint with `training` (the training side's state) and wait for it. False if the
+        receive loop is gone."""
+        request = _CheckpointRequest(training)
+        with self._request_lock:
+            self._request = request
+        while not request.done.wait(_SERVE_PERIOD_S):
+            if self._stopped.is_set():
+                return False
+        return True
+
+    def serve_checkpoint_request(self, pending: Any = None) -> None:
+        """Receive loop, between two messages (or while a full buffer holds back `pending`):
+        write the checkpoint the training thread waits for, if it asked for one."""
+        with self._request_lock:
+            request, self._request = self._request, None
+        if request is None:
+            return
+        self._pending, self._training_blob = pending, request.training
+        try:
+            self.checkpoint()
+        except CheckpointError as exc:
+            log.error("%s; the previous checkpoint is kept", exc)
+        finally:
+            self._pending, self._training_blob = None, b""
+            request.done.set()
+
+    def try_checkpoint(self) -> None:
+        """Stopped (SIGTERM): the latest checkpoint stands. A training server writes one only
+        when its training thread asks, so that the network matches the buffer."""
+
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        state = self.buffer.state()
+        if self._pending is not None:  # a sample the full buffer had not taken: it is one
+            state = BufferState([*state.items, self._pending], [*state.used, False],
+                                state.counters, state.rng)
+            state.counters["received"] += 1
+        return snapshot.encode(state, self.paired, self.validation, self.assembler,
+                               self.simulation_parameters, self._training_blob)
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None:
+        restored = snapshot.decode(state, self.paired)
+        self.buffer.restore(restored.buffer)
+        for key, item in restored.validation:
+            self.validation.add(item, key or (0, 0))
+        for info in self.registry.fields.values():
+            self.assembler.declare(info)
+        self.assembler.restore_partials(restored.partials)
+        self.simulation_parameters.update(restored.parameters)
+        self.restored_training = restored.training
+        stats = self.buffer.stats()
+        log.info("restored the training buffer: %d samples (%d received in all), %d held-out "
+                 "samples", stats.size, stats.received, len(self.validation))
 
     def emit_status(self, now: float) -> None:
         self.raise_if_training_failed()  # the receive loop's once-a-second tick
+        self.serve_checkpoint_request()  # an idle loop serves a request at least this often
         super().emit_status(now)
+        if self.breeding and self.up is None:
+            self.emit_fitness()
+
+    # -- fitness (active sampling) ---------------------------------------------------------------
+    def record_fitness(self, simulation_id: int, fitness: float) -> None:
+        """Training thread: the simulation's fitness is known."""
+        with self._fitness_lock:
+            self._fitness[simulation_id] = fitness
+
+    def local_status(self, now: float) -> dict[str, Any]:
+        status = super().local_status(now)
+        if self.breeding:  # every value so far: rank 0 keeps only each rank's latest status
+            with self._fitness_lock:
+                status["fitness"] = {str(s): f for s, f in self._fitness.items()}
+        return status
+
+    def emit_fitness(self) -> None:
+        """Rank 0: a "fitness" event for each simulation whose fitness is newly known."""
+        merged: dict[str, float] = {}
+        with self._fitness_lock:
+            merged.update({str(s): f for s, f in self._fitness.items()})
+        for status in self._rank_status.values():
+            merged.update(status.get("fitness", {}))
+        for sim, fitness in merged.items():
+            if int(sim) not in self._fitness_sent:
+                self._fitness_sent.add(int(sim))
+                self.emit({"event": "fitness", "simulation_id": int(sim),
+                           "fitness": float(fitness)})
 
     def emit(self, event: dict[str, Any]) -> None:
         if event.get("event") == "status":
@@ -111,9 +239,15 @@ class StreamingServer(Server, ABC):
         self.buffer.end_reception()
         log.info("reception ended: %s; training on what the buffer holds",
                  self.buffer.stats())
-        while not self.training_done(timeout=_STATUS_PERIOD_S):
-            self.emit_status(time.monotonic())  # the launcher sees training go on
+        next_status = time.monotonic()
+        while not self.training_done(timeout=_SERVE_PERIOD_S):
+            self.serve_checkpoint_request()
+            if time.monotonic() >= next_status:
+                self.emit_status(time.monotonic())  # the launcher sees training go on
+                next_status = time.monotonic() + _STATUS_PERIOD_S
         self.raise_if_training_failed()
+        if self.breeding:  # the fitness measured at the very end too
+            self.emit_status(time.monotonic())
         return self.training_results()
 
     # -- the training side ----------------------------------------------------------------------

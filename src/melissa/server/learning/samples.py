@@ -112,6 +112,20 @@ class SampleAssembler:
             return array.reshape(info.shape)
         return array
 
+    def partials(self) -> dict[tuple[int, int], dict[str, tuple[np.ndarray, int]]]:
+        """Time steps partly received: field -> (values so far, cells still missing)."""
+        return {key: {name: (part.arrays[name], part.missing[name]) for name in part.arrays}
+                for key, part in self._partial.items()}
+
+    def restore_partials(
+        self, partials: dict[tuple[int, int], dict[str, tuple[np.ndarray, int]]]
+    ) -> None:
+        self._partial = {
+            key: _Partial({n: a for n, (a, _) in fields.items()},
+                          {n: m for n, (_, m) in fields.items()})
+            for key, fields in partials.items()
+        }
+
     @property
     def pending(self) -> int:
         """Time steps with some but not all of their data."""

@@ -75,6 +75,12 @@ class DeepLearningServer(StreamingServer):
         the optimizer step). Default: mean squared error."""
         return F.mse_loss(model(x), y)
 
+    def sample_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Active sampling (sampling.method "breed"): the loss of each sample of a batch, shape
+        (batch,), measured on samples before they are trained on; a simulation's fitness is
+        the mean over its time steps. Default: each sample's mean squared error."""
+        return ((model(x) - y) ** 2).flatten(1).mean(1)
+
     def validation_step(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> dict[str, torch.Tensor | float]:

@@ -8,6 +8,7 @@ validate but write nothing.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -58,18 +59,16 @@ class Trainer:
         self.batches = 0
         self.samples = 0  # trained on, all ranks
         self.started = time.monotonic()
+        self.restored_training_s = 0.0  # training time before the restart
         self.first_step_at: float | None = None  # monotonic time of the first optimizer step
         self.last_step_at: float | None = None
         self.validation_metrics: dict[str, float] = {}
         self.status: dict[str, Any] = {}
+        self._fitness_sums: dict[int, tuple[float, int]] = {}  # simulation -> (sum, samples)
         self._val_x: list[torch.Tensor] = []
         self._val_y: list[torch.Tensor] = []
         self.metrics = MetricsLog(self.paths.training_metrics) if self.writes else None
-        self.writer: Any = None
-        if self.writes:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
-            self.writer = SummaryWriter(log_dir=str(self.paths.tensorboard))
+        self.writer: Any = None  # made once the counters are known (_setup)
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -91,6 +90,7 @@ class Trainer:
                 if self.model is None:
                     self._setup(batch)
                     self.first_step_at = time.monotonic()
+                self._measure_fitness()  # before the step: on samples not trained on yet
                 loss = self._step(batch, total)
                 self.last_step_at = time.monotonic()
                 self.batches += 1
@@ -106,6 +106,7 @@ class Trainer:
             if self.model is None:
                 log.warning("no training sample arrived: no model trained")
             else:
+                self._measure_fitness()
                 # Collective: decided on what every rank shares, never on this rank's samples.
                 if window.steps or not self.validation_metrics:
                     self._report(window)
@@ -133,8 +134,22 @@ class Trainer:
         self.group.broadcast_module(model, src)  # identical starting weights on every rank
         self.model = model
         self.optimizer = self.server.build_optimizer(model)
-        if self.paths.checkpoint.exists():
-            self._restore()
+        if self.server.restored_training is not None:
+            self._restore(self.server.restored_training)
+        elif self.paths.checkpoint.exists():
+            self._restore(self.paths.checkpoint.read_bytes())
+        # Every rank must restart from the same step, or their collectives would not match.
+        steps = self.group.all_sum([self.batches, 1])
+        if steps[0] != self.batches * steps[1]:
+            raise RuntimeError(f"the server ranks restored checkpoints of different batches "
+                               f"(this rank: {self.batches}); delete {self.paths.checkpoints} "
+                               "to start the training over")
+        if self.writes:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            # A restart hides what the crashed run logged after its checkpoint: one curve.
+            self.writer = SummaryWriter(log_dir=str(self.paths.tensorboard),
+                                        purge_step=self.batches + 1 if self.batches else None)
         n_params = sum(p.numel() for p in model.parameters())
         log.info("training %s (%d parameters) on %s, %d rank(s), buffer %s of %d samples",
                  type(model).__name__, n_params, self.device, self.group.size, self.dl.buffer,
@@ -161,6 +176,27 @@ class Trainer:
                                              if p.requires_grad])
         self.optimizer.step()
         return loss_value
+
+    def _measure_fitness(self) -> None:
+        """Active sampling: the network's loss on each newly arrived sample (sample_loss); once
+        all of a simulation's steps are measured, their mean is its fitness."""
+        queue = self.server.fitness_queue
+        if not self.server.breeding or not queue:
+            return
+        assert self.model is not None
+        taken = [queue.popleft() for _ in range(len(queue))]
+        self.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(taken), _VALIDATION_BATCH):
+                chunk = taken[start : start + _VALIDATION_BATCH]
+                x, y = self._tensors([item for _, item in chunk])
+                losses = self.server.sample_loss(self.model, x.to(self.device),
+                                                 y.to(self.device)).cpu().tolist()
+                for (sim, _), loss in zip(chunk, losses, strict=True):
+                    total, count = self._fitness_sums.get(sim, (0.0, 0))
+                    self._fitness_sums[sim] = (total + loss, count + 1)
+                    if count + 1 == self.server.config.study_options.nb_time_steps:
+                        self.server.record_fitness(sim, (total + loss) / (count + 1))
 
     # -- validation and reports -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -249,24 +285,27 @@ class Trainer:
             self.writer.add_scalar(name, value, self.batches)
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def _restore(self) -> None:
-        """A restarted server continues from the last checkpoint: weights, optimizer state,
-        counters (the buffer starts empty: samples held at the crash are not in it)."""
+    def _restore(self, saved: bytes) -> None:
+        """A restarted server continues from its last checkpoint: weights, optimizer state,
+        counters (the receive side restored the buffer of that moment)."""
         assert self.model is not None and self.optimizer is not None
-        state = torch.load(self.paths.checkpoint, map_location=self.device, weights_only=True)
+        state = torch.load(io.BytesIO(saved), map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
         self.validation_metrics = dict(state["validation"])
         if self.metrics is not None:
             self.metrics.resume(self.batches)
-        log.info("resumed from %s: batch %d, %d samples trained", self.paths.checkpoint,
-                 self.batches, self.samples)
+        self.restored_training_s = float(state.get("training_s", 0.0))
+        log.info("resumed from checkpoint: batch %d, %d samples trained", self.batches,
+                 self.samples)
 
     def checkpoint(self) -> None:
-        """Model, optimizer and counters, atomically (temp file, fsync, rename); rank 0 only:
-        the ranks' models are identical."""
-        if not self.writes or self.model is None or self.optimizer is None:
+        """Every rank at the same batch: rank 0 writes the model file (checkpoints/last.pt:
+        model, optimizer and counters, atomically: temp file, fsync, rename; the ranks' models
+        are identical), then each rank's receive loop writes its server checkpoint, which holds
+        the same training state and the buffer (what a restarted server continues from)."""
+        if self.model is None or self.optimizer is None:
             return
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -276,21 +315,25 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "batches": self.batches,
             "samples": self.samples,
-            "training_s": self.training_seconds,
+            "training_s": self.restored_training_s + self.training_seconds,
             "validation": self.validation_metrics,
             "parameter_names": self.server.parameter_names,
             "field_names": list(self.server.config.study_options.field_names),
             "dl_config": self.dl.model_dump(mode="json"),
             **self.server.checkpoint_extra(),
         }
-        path = self.paths.checkpoint
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        blob = io.BytesIO()
+        torch.save(state, blob)
+        if self.writes:
+            path = self.paths.checkpoint
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                f.write(blob.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        self.server.request_checkpoint(blob.getvalue())
 
 
 def _tag(key: str) -> str:
