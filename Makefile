@@ -11,7 +11,7 @@ install: $(STAMP) clib
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl]"
+	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl,tf]"
 	touch $(STAMP)
 
 # libmelissa (C and Fortran clients) into the venv: include/melissa, lib/melissa, lib/pkgconfig,

@@ -1,7 +1,7 @@
 """A model whose difficulty sits in a small part of its parameter space: a narrow peak.
 
 Two parameters (x, y) in [0, 1]^2; the output, at each of nb_steps time steps, is a field of
-`cells` values: a smooth function of (x, y), time and position, plus a bump of height 1 and
+`cells` values: a smooth function of (x, y), time and position, plus a bump of height HEIGHT and
 width SIGMA centred at PEAK that only simulations near it see. A surrogate trained on uniformly
 drawn simulations rarely sees the bump; active sampling (sampling.method "breed") places more
 simulations there (config_breed.json).
@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 PEAK = (0.7, 0.3)
-SIGMA = 0.07
+SIGMA = 0.05
+HEIGHT = 2.0
 FIELD = "u"
 
 
@@ -30,7 +31,7 @@ def simulate(x: float, y: float, nb_steps: int = 4, cells: int = 8) -> Iterator[
     for step in range(nb_steps):
         t = (step + 1) / nb_steps
         smooth = 0.3 * x + 0.2 * y * position + 0.1 * t
-        yield smooth + bump * (1.0 - 0.5 * t) * np.cos(np.pi * position)
+        yield smooth + HEIGHT * bump * (1.0 - 0.5 * t) * np.cos(np.pi * position)
 
 
 def main(argv: Sequence[str]) -> int:

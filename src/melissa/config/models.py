@@ -220,6 +220,11 @@ class DLConfig(Section):
     """Online training of a deep surrogate (docs/deep-learning.md)."""
 
     batch_size: int = Field(default=32, gt=0, description="Samples per training batch.")
+    framework: Literal["torch", "tensorflow"] = Field(
+        default="torch",
+        description="torch (PyTorch, DeepLearningServer) or tensorflow (Keras 3 on TensorFlow, "
+        "TensorFlowServer; one server rank, CPU).",
+    )
     buffer: Literal["fifo", "firo", "reservoir", "batch_reservoir", "sim_paired_reservoir"] = (
         Field(
             default="reservoir",

@@ -59,6 +59,9 @@ class Breeder:
         self.policy = BreedPolicy(self.options, len(config.parameters),
                                   config.study_options.seed)
         self.generations = self.policy.generations(self.budget)
+        assert config.dl_config is not None
+        # Never trained on, so no training loss: not waited for, never parents.
+        self.held_out = config.dl_config.validation_simulations(self.budget)
         self._clock = clock
         self._waiting_since: float | None = None
         self._conn = sqlite3.connect(db, isolation_level=None)
@@ -110,7 +113,8 @@ class Breeder:
         if any(statuses.get(sim) not in _FINISHED for sim in self.bred):
             return False
         unknown = [sim for sim, b in self.bred.items()
-                   if statuses[sim] == SimulationStatus.COMPLETED and b.fitness is None]
+                   if statuses[sim] == SimulationStatus.COMPLETED and b.fitness is None
+                   and sim not in self.held_out]
         now = self._clock()
         if unknown:
             if self._waiting_since is None:

@@ -11,7 +11,6 @@ FIFO/FIRO buffer blocks the receive loop, so ZeroMQ's high-water marks push back
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -88,14 +87,12 @@ class StreamingServer(Server, ABC):
         self._training_blob = b""  # the request's training state, while it is written
         self._stopped = threading.Event()  # the receive loop is gone: nobody serves requests
         self.restored_training: bytes | None = None  # for the training side, from a checkpoint
-        # Active sampling (sampling.method "breed"): every sample, held out or not, waits here
-        # until the training thread measured the network's loss on it before training on it;
-        # a simulation's fitness, the mean of those losses, goes to the launcher.
+        # Active sampling (sampling.method "breed"): the training measures each simulation's
+        # per-sample training loss, its fitness, which goes to the launcher.
         self.breeding = self.config.sampling.method == "breed"
-        self.fitness_queue: collections.deque[tuple[int, Any]] = collections.deque()
         self._fitness: dict[int, float] = {}  # this rank's, complete simulations
         self._fitness_lock = threading.Lock()
-        self._fitness_sent: set[int] = set()  # rank 0: reported to the launcher
+        self._fitness_sent: dict[int, float] = {}  # rank 0: as last reported to the launcher
 
     # -- receive loop (main thread) -------------------------------------------------------------
     def on_hello(self, simulation_id: int, body: dict[str, Any]) -> None:
@@ -113,8 +110,6 @@ class StreamingServer(Server, ABC):
             return
         sample = Sample(simulation_id, time_step, self.simulation_parameters[simulation_id], fields)
         item = self.encode_sample(sample)
-        if self.breeding:
-            self.fitness_queue.append((simulation_id, item))
         if simulation_id in self.validation_ids:
             self.validation.add(item, (simulation_id, time_step))
             return
@@ -205,10 +200,10 @@ class StreamingServer(Server, ABC):
             self.emit_fitness()
 
     # -- fitness (active sampling) ---------------------------------------------------------------
-    def record_fitness(self, simulation_id: int, fitness: float) -> None:
-        """Training thread: the simulation's fitness is known."""
+    def record_fitness(self, fitness: dict[int, float]) -> None:
+        """Training thread: the latest fitness of these simulations."""
         with self._fitness_lock:
-            self._fitness[simulation_id] = fitness
+            self._fitness.update(fitness)
 
     def local_status(self, now: float) -> dict[str, Any]:
         status = super().local_status(now)
@@ -218,15 +213,15 @@ class StreamingServer(Server, ABC):
         return status
 
     def emit_fitness(self) -> None:
-        """Rank 0: a "fitness" event for each simulation whose fitness is newly known."""
+        """Rank 0: a "fitness" event for each simulation whose fitness is new or changed."""
         merged: dict[str, float] = {}
         with self._fitness_lock:
             merged.update({str(s): f for s, f in self._fitness.items()})
         for status in self._rank_status.values():
             merged.update(status.get("fitness", {}))
         for sim, fitness in merged.items():
-            if int(sim) not in self._fitness_sent:
-                self._fitness_sent.add(int(sim))
+            if self._fitness_sent.get(int(sim)) != fitness:
+                self._fitness_sent[int(sim)] = fitness
                 self.emit({"event": "fitness", "simulation_id": int(sim),
                            "fitness": float(fitness)})
 

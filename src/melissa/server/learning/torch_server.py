@@ -76,9 +76,10 @@ class DeepLearningServer(StreamingServer):
         return F.mse_loss(model(x), y)
 
     def sample_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Active sampling (sampling.method "breed"): the loss of each sample of a batch, shape
-        (batch,), measured on samples before they are trained on; a simulation's fitness is
-        the mean over its time steps. Default: each sample's mean squared error."""
+        """Active sampling (sampling.method "breed"): the loss of each sample of a training batch,
+        shape (batch,), before the batch's update; a simulation's fitness is the mean of its
+        samples' losses over the batches since the last report (nb_batches_update). Default:
+        each sample's mean squared error."""
         return ((model(x) - y) ** 2).flatten(1).mean(1)
 
     def validation_step(
@@ -102,14 +103,16 @@ class DeepLearningServer(StreamingServer):
         return {}
 
     # -- framework ------------------------------------------------------------------------------
-    def encode_sample(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """process_sample, once per sample in the receive loop: the buffer keeps (x, y)."""
+    def encode_sample(self, sample: Sample) -> tuple[np.ndarray, ...]:
+        """process_sample, once per sample in the receive loop: the buffer keeps (x, y), and
+        with active sampling the simulation id (its training loss is the fitness)."""
         x, y = self.process_sample(sample)
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        pair = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return (*pair, np.array(sample.simulation_id)) if self.breeding else pair
 
     def training_pair(self, entry: Any) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of a buffer or validation entry: a sample's, or a pair's (process_pair)."""
-        return self.process_pair(*entry) if self.paired else entry
+        return self.process_pair(*entry) if self.paired else (entry[0], entry[1])
 
     # -- helpers for hooks ----------------------------------------------------------------------
     @property

@@ -22,7 +22,7 @@ import torch
 
 from melissa import __version__
 from melissa.server.learning.buffers import BufferStats
-from melissa.server.learning.metrics import MetricsLog
+from melissa.server.learning.metrics import MetricsLog, metrics_row, tag
 from melissa.server.learning.torch_distributed import Group
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class Trainer:
         self.last_step_at: float | None = None
         self.validation_metrics: dict[str, float] = {}
         self.status: dict[str, Any] = {}
-        self._fitness_sums: dict[int, tuple[float, int]] = {}  # simulation -> (sum, samples)
+        # Active sampling: per-sample training loss by simulation since the last report.
+        self._fitness_sums: dict[int, tuple[float, int]] = {}
         self._val_x: list[torch.Tensor] = []
         self._val_y: list[torch.Tensor] = []
         self.metrics = MetricsLog(self.paths.training_metrics) if self.writes else None
@@ -90,7 +91,6 @@ class Trainer:
                 if self.model is None:
                     self._setup(batch)
                     self.first_step_at = time.monotonic()
-                self._measure_fitness()  # before the step: on samples not trained on yet
                 loss = self._step(batch, total)
                 self.last_step_at = time.monotonic()
                 self.batches += 1
@@ -106,7 +106,6 @@ class Trainer:
             if self.model is None:
                 log.warning("no training sample arrived: no model trained")
             else:
-                self._measure_fitness()
                 # Collective: decided on what every rank shares, never on this rank's samples.
                 if window.steps or not self.validation_metrics:
                     self._report(window)
@@ -171,32 +170,25 @@ class Trainer:
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"training loss is {loss_value} at batch {self.batches}")
+            if self.server.breeding:
+                self._add_fitness(batch, x, y)
         if self.group.size > 1:
             self.group.all_reduce_gradients([p for p in self.model.parameters()
                                              if p.requires_grad])
         self.optimizer.step()
         return loss_value
 
-    def _measure_fitness(self) -> None:
-        """Active sampling: the network's loss on each newly arrived sample (sample_loss); once
-        all of a simulation's steps are measured, their mean is its fitness."""
-        queue = self.server.fitness_queue
-        if not self.server.breeding or not queue:
-            return
+    def _add_fitness(self, batch: list[Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Active sampling: each sample's loss (sample_loss, before this step's update), summed
+        by simulation; its mean over a report window is the simulation's fitness."""
         assert self.model is not None
-        taken = [queue.popleft() for _ in range(len(queue))]
-        self.model.eval()
         with torch.no_grad():
-            for start in range(0, len(taken), _VALIDATION_BATCH):
-                chunk = taken[start : start + _VALIDATION_BATCH]
-                x, y = self._tensors([item for _, item in chunk])
-                losses = self.server.sample_loss(self.model, x.to(self.device),
-                                                 y.to(self.device)).cpu().tolist()
-                for (sim, _), loss in zip(chunk, losses, strict=True):
-                    total, count = self._fitness_sums.get(sim, (0.0, 0))
-                    self._fitness_sums[sim] = (total + loss, count + 1)
-                    if count + 1 == self.server.config.study_options.nb_time_steps:
-                        self.server.record_fitness(sim, (total + loss) / (count + 1))
+            losses = self.server.sample_loss(self.model, x.to(self.device),
+                                             y.to(self.device)).cpu().tolist()
+        for entry, value in zip(batch, losses, strict=True):
+            sim = int(entry[2])
+            total, count = self._fitness_sums.get(sim, (0.0, 0))
+            self._fitness_sums[sim] = (total + value, count + 1)
 
     # -- validation and reports -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -243,22 +235,12 @@ class Trainer:
         )
         metrics = self.validate()
         self.validation_metrics = metrics
+        if self._fitness_sums:
+            self.server.record_fitness({s: t / n for s, (t, n) in self._fitness_sums.items()})
+            self._fitness_sums = {}
         now = time.monotonic()
-        elapsed = max(now - window.started, 1e-9)
-        row: dict[str, float] = {
-            "batch": self.batches,
-            "samples": self.samples,
-            "wall_s": round(now - self.started, 3),
-            "loss": loss_sum / samples if samples else float("nan"),
-            "samples_per_s": samples / elapsed,
-            "buffer_fill": total.fill,
-            "buffer_received": total.received,
-            "buffer_evicted": total.evicted,
-            "buffer_evicted_unused": total.evicted_unused,
-            "buffer_reuse": total.reuse,
-            "validation_samples": int(sums[9]),
-            **{f"validation_{k}": v for k, v in metrics.items()},
-        }
+        row = metrics_row(self.batches, self.samples, now - self.started, loss_sum, samples,
+                          now - window.started, total, int(sums[9]), metrics)
         self.status = row
         self.server.on_validation_end(metrics)
         if not self.writes:
@@ -267,7 +249,7 @@ class Trainer:
         self.metrics.append(row)
         for key, value in row.items():
             if key not in ("batch", "wall_s") and math.isfinite(value):
-                self.writer.add_scalar(_tag(key), value, self.batches)
+                self.writer.add_scalar(tag(key), value, self.batches)
         self.writer.flush()
         log.info("batch %d: loss %.4g, validation %s, %.0f samples/s, buffer %.0f%% full, "
                  "reuse %.2f", self.batches, row["loss"], metrics, row["samples_per_s"],
@@ -334,12 +316,3 @@ class Trainer:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         self.server.request_checkpoint(blob.getvalue())
-
-
-def _tag(key: str) -> str:
-    """TensorBoard tag of a metrics column: grouped as train/, validation/, buffer/."""
-    if key.startswith("validation_"):
-        return "validation/" + key.removeprefix("validation_")
-    if key.startswith("buffer_"):
-        return "buffer/" + key.removeprefix("buffer_")
-    return "train/" + key
