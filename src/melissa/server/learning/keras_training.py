@@ -54,6 +54,8 @@ class KerasTrainer:
         self.samples = 0
         self.started = time.monotonic()
         self.training_s = 0.0  # of optimizer steps, over restarts too
+        self.first_step_at: float | None = None  # monotonic time of the first optimizer step
+        self.last_step_at: float | None = None
         self.validation_metrics: dict[str, float] = {}
         self.status: dict[str, Any] = {}
         self.metrics = MetricsLog(self.paths.training_metrics)
@@ -79,7 +81,9 @@ class KerasTrainer:
                     self._setup(batch)
                 started = time.monotonic()
                 loss = self._step(batch)
-                self.training_s += time.monotonic() - started
+                self.last_step_at = time.monotonic()
+                self.first_step_at = self.first_step_at or started
+                self.training_s += self.last_step_at - started
                 self.batches += 1
                 self.samples += len(batch)
                 window.loss_sum += loss * len(batch)
@@ -185,6 +189,13 @@ class KerasTrainer:
         self.writer.flush()
         log.info("batch %d: loss %.4g, validation %s, %.0f samples/s", self.batches,
                  row["loss"], metrics, row["samples_per_s"])
+
+    @property
+    def training_seconds(self) -> float:
+        """From the first optimizer step to the latest one (as the PyTorch trainer's)."""
+        if self.first_step_at is None or self.last_step_at is None:
+            return 0.0
+        return self.last_step_at - self.first_step_at
 
     def log_scalar(self, name: str, value: float) -> None:
         if self.writer is not None:
