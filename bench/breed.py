@@ -53,7 +53,7 @@ def run_study(cfg: dict[str, Any], workdir: Path) -> Path:
     path = workdir / f"{Path(cfg['output_dir']).name}.json"
     path.write_text(json.dumps(cfg))
     proc = subprocess.run([sys.executable, "-m", "melissa.launcher", "-c", str(path)],
-                          capture_output=True, text=True, timeout=600, cwd=workdir,
+                          check=False, capture_output=True, text=True, timeout=600, cwd=workdir,
                           env={**os.environ, "COLUMNS": "200"})
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout + proc.stderr)

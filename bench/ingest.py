@@ -31,6 +31,7 @@ import zmq
 from melissa.launcher.channel import ServerChannel
 from melissa.paths import StudyPaths
 from melissa.protocol import token_from_hex
+from melissa.protocol.events import SimulationComplete
 
 # Clients start, connect (Melissa: handshake, and the server allocates and touches the statistics
 # state, a one-off cost per study) and then wait for this common instant; a client that is late
@@ -183,7 +184,7 @@ def run_melissa(
     complete = 0
     while complete < clients:
         for event in channel.wait(5.0):
-            complete += event.get("event") == "simulation_complete"
+            complete += isinstance(event, SimulationComplete)
         if server.poll() is not None:
             raise SystemExit(f"server died; see {paths.server_log}")
         if any(p.poll() for p in procs):  # e.g. a client late for the start: no figure

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest  # bench/ingest.py's harness (its START_DELAY_S is set below)
 
-from melissa.server.groups import GroupJoin
+from melissa.server.sa.groups import GroupJoin
 from melissa.server.stats.sobol import SobolState
 
 P = 6

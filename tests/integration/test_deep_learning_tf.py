@@ -78,10 +78,10 @@ def test_heat_surrogate_trains_with_tensorflow(launcher: Any) -> None:
 
 
 def test_each_path_imports_only_its_framework() -> None:
-    code = ("import sys, melissa.client, melissa.server.sensitivity; "
+    code = ("import sys, melissa.client, melissa.server.sa.sensitivity; "
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules; "
             "import melissa.server.learning.tf_server; assert 'torch' not in sys.modules; "
             "print('ok')")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           timeout=120, cwd=Path(__file__).parent)
     assert proc.stdout.strip() == "ok", proc.stderr

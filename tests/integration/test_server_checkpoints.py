@@ -115,7 +115,8 @@ def run_client(server: Server, sim: int, attempt: int = 0, steps: int = STEPS,
 
 
 def wait_event(server: Server, name: str, timeout: float = 10) -> dict[str, Any]:
-    """The first event called `name` (events before it are dropped, later ones kept)."""
+    """The first event called `name`, as its wire JSON (events before it are dropped, later
+    ones kept)."""
     deadline = time.monotonic() + timeout
     while True:
         while server.events:
@@ -123,7 +124,7 @@ def wait_event(server: Server, name: str, timeout: float = 10) -> dict[str, Any]
             if event["event"] == name:
                 return event
         assert time.monotonic() < deadline, f"no {name!r} event within {timeout} s"
-        server.events.extend(server.channel.wait(0.2))
+        server.events.extend(e.to_json() for e in server.channel.wait(0.2))
 
 
 def checkpoints_logged(paths: StudyPaths) -> int:

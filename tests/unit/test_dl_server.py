@@ -20,6 +20,7 @@ from melissa.errors import ProtocolError
 from melissa.launcher.status import build_snapshot
 from melissa.monitor.render import plain
 from melissa.paths import StudyPaths
+from melissa.protocol.events import ServerStatus
 from melissa.server.learning.buffers import BufferClosed
 from melissa.server.learning.receiver import TrainingError
 from melissa.server.learning.torch_server import DeepLearningServer
@@ -108,7 +109,7 @@ def test_training_figures_reach_the_monitor() -> None:
     snap = build_snapshot(
         output_dir=Path("/s"), scheduler="local", state="running", elapsed_s=1.0, job_limit=1,
         records=[],
-        running=[], server_job={}, server={"training": training}, chunks_expected=1,
+        running=[], server_job={}, server=ServerStatus(training=training), chunks_expected=1,
         recent_mb_s=None, log_of=lambda s: Path("/s"),
     )
     assert snap["server"]["training"] == training

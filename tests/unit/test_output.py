@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from melissa.config.models import SAConfig
-from melissa.server.output import read_field_results, write_field_results
+from melissa.server.sa.output import read_field_results, write_field_results
 from melissa.server.stats import FieldStatistics
 
 THRESHOLDS = [0.0, 1.5]

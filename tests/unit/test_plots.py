@@ -221,7 +221,7 @@ def test_default_time_steps(n: int, steps: list[int]) -> None:
 @pytest.mark.parametrize("shape", [(7, 9), None])
 def test_reads_what_the_server_writes(tmp_path: Path, shape: tuple[int, int] | None) -> None:
     # the real writer, so that a change of layout on either side shows up here
-    from melissa.server.output import write_field_results
+    from melissa.server.sa.output import write_field_results
 
     rng = np.random.default_rng(3)
     samples = rng.uniform(0.0, 1.0, size=(N_SIM, N_TIME, 63))  # (sim, time, cell)

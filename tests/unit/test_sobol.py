@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melissa.server.groups import GroupJoin
+from melissa.server.sa.groups import GroupJoin
 from melissa.server.stats.sobol import SobolState, fisher_interval
 
 ISHIGAMI_FIRST = np.array([0.3139, 0.4424, 0.0])

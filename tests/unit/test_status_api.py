@@ -21,6 +21,7 @@ from melissa.monitor.cli import main as monitor_main
 from melissa.monitor.client import MonitorError, StatusSource
 from melissa.monitor.render import plain, rich_view
 from melissa.paths import StudyPaths
+from melissa.protocol.events import ServerStatus
 
 TOKEN = "0123456789abcdef" * 2
 
@@ -44,8 +45,8 @@ def snapshot(elapsed_s: float = 20.0) -> dict[str, object]:
         job_limit=3, records=records,
         running=[RunningJob(4, "14", False, 5.0), RunningJob(5, "15", True, 1.0)],
         server_job={"job_id": "10", "state": "running", "address": "tcp://n:1"},
-        server={"bytes": 4_000_000, "ingest_s": 2.0, "messages": 40, "bad_messages": 1,
-                "chunks_received": {"4": 30, "5": 0}},
+        server=ServerStatus(messages=40, bytes=4_000_000, bad_messages=1, ingest_s=2.0,
+                            chunks_received={"4": 30, "5": 0}),
         chunks_expected=20, recent_mb_s=1.5, log_of=lambda s: Path(f"/s/out/logs/{s}.log"),
     )
 
@@ -90,10 +91,10 @@ def test_plain_and_rich_views() -> None:
 def test_board_recent_rate() -> None:
     now = [0.0]
     board = StatusBoard(period_s=1.0, clock=lambda: now[0])
-    assert board.due() and board.recent_rate({"bytes": 0}) is None
+    assert board.due() and board.recent_rate(ServerStatus(bytes=0)) is None
     for t in range(1, 15):
         now[0] = float(t)
-        rate = board.recent_rate({"bytes": t * 2_000_000})
+        rate = board.recent_rate(ServerStatus(bytes=t * 2_000_000))
     assert rate == pytest.approx(2.0)
     board.publish({"state": "running"})
     assert not board.due() and json.loads(board.latest()) == {"state": "running"}

@@ -11,6 +11,7 @@ import zmq
 
 from melissa.errors import ProtocolError, StudyError
 from melissa.protocol import Header, Kind, curve, decode_header, decode_json, encode_json
+from melissa.protocol.events import Attached, Event, ServerStatus, decode_event
 
 log = logging.getLogger("melissa.launcher")
 
@@ -27,19 +28,19 @@ class ServerChannel:
             curve.make_client(self.socket, curve.public_key(server_key, "server.json public_key"))
         self.socket.connect(address)
 
-    def attach(self, timeout_s: float) -> list[dict[str, Any]]:
+    def attach(self, timeout_s: float) -> list[Event]:
         """Register with the server. Returns the events that followed its answer up to its
         first status event: a server restored from a checkpoint says so ("restored") before."""
         self.socket.send(Header(Kind.ATTACH, self.token).encode())
         deadline = time.monotonic() + timeout_s
-        after: list[dict[str, Any]] | None = None  # events since "attached"
+        after: list[Event] | None = None  # events since "attached"
         while time.monotonic() < deadline:
             for event in self.wait(deadline - time.monotonic()):
                 if after is not None:
                     after.append(event)
-                    if event.get("event") == "status":
+                    if isinstance(event, ServerStatus):
                         return after
-                elif event.get("event") == "attached":
+                elif isinstance(event, Attached):
                     after = []
         if after is not None:
             return after
@@ -48,13 +49,13 @@ class ServerChannel:
             "(launcher_config.server_timeout); see logs/server.log"
         )
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[Event]:
         """Every event that has arrived, without waiting."""
         return self.wait(0)
 
-    def wait(self, timeout_s: float) -> list[dict[str, Any]]:
+    def wait(self, timeout_s: float) -> list[Event]:
         """Events that arrive within `timeout_s` (returns as soon as one batch arrived)."""
-        received: list[dict[str, Any]] = []
+        received: list[Event] = []
         timeout_ms = int(timeout_s * 1000)
         while self.socket.poll(timeout_ms):
             frames = self.socket.recv_multipart()
@@ -62,7 +63,7 @@ class ServerChannel:
                 header = decode_header(frames[0], self.token)
                 if header.kind != Kind.EVENT or len(frames) != 2:
                     raise ProtocolError(f"unexpected {header.kind.name} on the control channel")
-                received.append(decode_json(frames[1], "EVENT"))
+                received.append(decode_event(decode_json(frames[1], "EVENT")))
             except ProtocolError as exc:
                 log.warning("ignored a control message from the server: %s", exc)
             timeout_ms = 0

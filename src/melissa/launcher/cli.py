@@ -17,6 +17,7 @@ from melissa.errors import MelissaError, StudyError
 from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.schedulers import make_scheduler
+from melissa.launcher.schedulers.base import Scheduler
 from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
 from melissa.paths import StudyPaths
@@ -88,22 +89,25 @@ def _error(message: str) -> None:
     print(f"melissa-launcher: error: {message}", file=sys.stderr)
 
 
-def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: bool = False) -> int:
+def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: bool = False,
+              scheduler: Scheduler | None = None) -> int:
+    """Run (or resume) the study; the exit status. `scheduler`: the backend to use instead of
+    the one launcher_config.scheduler names (bench/launcher_scale.py counts its calls)."""
     # matplotlib only once there is something to plot
     from melissa.plots import plot_convergence, plot_statistics
 
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
-    scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+    if scheduler is None:
+        scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
     study: Study | None = None
     api: StatusAPI | None = None
     try:
-        study = Study(loaded, scheduler)
-        if not resume:
-            study.prepare(overwrite)
-        elif not study.resume():
-            console.print(f"The study in {study.paths.root} had already finished: nothing to "
-                          "resume.", soft_wrap=True)
+        study = (Study.resume(loaded, scheduler) if resume
+                 else Study.create(loaded, scheduler, overwrite=overwrite))
+        if study is None:
+            console.print(f"The study in {StudyPaths(loaded.output_dir).root} had already "
+                          "finished: nothing to resume.", soft_wrap=True)
             return 0
         api = StatusAPI(study.board, study.token_hex, launcher_config.http_bind,
                         launcher_config.http_port, study.job_limit)
@@ -119,7 +123,6 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
                 plots += plot_statistics(path, study.paths.plots, steps, sa.plot_cells)
             convergence = plot_convergence(study.paths.sobol_convergence, study.paths.plots)
             plots += [convergence] if convergence is not None else []
-        assert study.store is not None
         print_summary(
             console, study.store.simulations(), study.paths.root, outcome.results, plots,
             study.server_status, time.monotonic() - started, study.paths.simulation_log,

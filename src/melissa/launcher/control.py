@@ -9,9 +9,10 @@ the file too, so the file always says the latest limit and a resumed launcher st
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
+
+from melissa.atomic import atomic_write
 
 log = logging.getLogger("melissa.launcher")
 
@@ -79,7 +80,6 @@ class JobLimitControl:
             return None
 
     def _write_file(self, limit: int) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(f"{limit}\n")
-        os.replace(tmp, self.path)
+        with atomic_write(self.path, durable=False) as tmp:
+            tmp.write_text(f"{limit}\n")
         self._stamp = self._file_stamp()

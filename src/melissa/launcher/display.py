@@ -14,6 +14,7 @@ from typing_extensions import Self
 
 from melissa.launcher.state import SimulationRecord, SimulationStatus
 from melissa.paths import StudyPaths
+from melissa.protocol.events import ServerStatus
 
 _MAX_FAULT_ROWS = 50  # simulations listed in the summary; parameters.csv has them all
 
@@ -40,21 +41,15 @@ class StudyDisplay:
         self.progress.stop()
 
     def update(
-        self, counts: Mapping[SimulationStatus, int], server: Mapping[str, Any], total: int
+        self, counts: Mapping[SimulationStatus, int], server: ServerStatus, total: int
     ) -> None:
         done = counts[SimulationStatus.COMPLETED] + counts[SimulationStatus.FAILED]
-        rate = _rate_mb_s(server)
         detail = (
             f"running {counts[SimulationStatus.RUNNING]}  "
             f"failed {counts[SimulationStatus.FAILED]}  "
-            f"server {rate:.1f} MB/s"
+            f"server {server.mean_mb_s:.1f} MB/s"
         )
         self.progress.update(self.task, total=total, completed=done, detail=detail)
-
-
-def _rate_mb_s(server: Mapping[str, Any]) -> float:
-    elapsed = float(server.get("ingest_s", 0.0) or 0.0)
-    return float(server.get("bytes", 0)) / elapsed / 1e6 if elapsed > 0 else 0.0
 
 
 def _print_faults(console: Console, records: Sequence[SimulationRecord], log_of: Any) -> None:
@@ -93,7 +88,7 @@ def print_summary(
     output_dir: Path,
     results: Sequence[Path],
     plots: Sequence[Path],
-    server: Mapping[str, Any],
+    server: ServerStatus,
     elapsed_s: float,
     log_of: Any,
     server_restarts: Sequence[str] = (),
@@ -116,11 +111,10 @@ def print_summary(
     table.add_row("wall time", f"{elapsed_s:.1f} s")
     table.add_row(
         "data received",
-        f"{float(server.get('bytes', 0)) / 1e6:.1f} MB, never written to disk "
-        f"({_rate_mb_s(server):.1f} MB/s)",
+        f"{server.bytes / 1e6:.1f} MB, never written to disk ({server.mean_mb_s:.1f} MB/s)",
     )
-    if server.get("bad_messages"):
-        table.add_row("bad messages dropped", str(server["bad_messages"]))
+    if server.bad_messages:
+        table.add_row("bad messages dropped", str(server.bad_messages))
     for field, convergence in _sobol_convergence(StudyPaths(output_dir).sobol_convergence):
         table.add_row(f"Sobol' indices, {field}", convergence)
     console.print(table)

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from melissa.atomic import atomic_write
 from melissa.errors import StudyError
 from melissa.launcher.control import JobLimitControl, parse_job_limit
 from melissa.launcher.status import StatusBoard
@@ -54,9 +55,8 @@ class StatusAPI:
         """Serve, and publish the address in `info_path` (launcher.json)."""
         self._thread.start()
         self._info = info_path
-        tmp = info_path.with_name(f".{info_path.name}.tmp")
-        tmp.write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
-        os.replace(tmp, info_path)
+        with atomic_write(info_path, durable=False) as tmp:
+            tmp.write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
         log.info("status API at %s (melissa-monitor %s)", self.address, info_path.parent)
 
     def close(self) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from melissa.atomic import atomic_write
 from melissa.launcher.state import SimulationRecord
 from melissa.sampling import member_label
 
@@ -32,21 +31,13 @@ def write_parameters_csv(
         row = _row(names, record, group_size)
         at = len(row) - 4  # before status, attempts, exit_code, message
         rows.append(row[:at] + list(cells.get(record.simulation_id, blank)) + row[at:])
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            group_columns = ["sobol_group", "sobol_member"] if group_size > 1 else []
-            writer.writerow(["simulation_id", *group_columns, *names, *extra_names, "status",
-                             "attempts", "exit_code", "message"])
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it private; this table is no secret
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, durable=True, mode=0o644) as tmp, \
+            open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        group_columns = ["sobol_group", "sobol_member"] if group_size > 1 else []
+        writer.writerow(["simulation_id", *group_columns, *names, *extra_names, "status",
+                         "attempts", "exit_code", "message"])
+        writer.writerows(rows)
 
 
 def _row(names: Sequence[str], record: SimulationRecord, group_size: int) -> list[str]:

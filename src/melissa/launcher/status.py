@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from melissa.launcher.state import SimulationRecord, SimulationStatus
+from melissa.protocol.events import ServerStatus
 
 SNAPSHOT_VERSION = 1
 RECENT_FAILURES = 10
@@ -59,11 +60,11 @@ class StatusBoard:
         with self._lock:
             return self._latest
 
-    def recent_rate(self, server: Mapping[str, Any]) -> float | None:
+    def recent_rate(self, server: ServerStatus) -> float | None:
         """The server's intake (bytes in its latest status event) in MB/s over the last
         THROUGHPUT_WINDOW_S (None until two samples)."""
         now = self._clock()
-        self._bytes.append((now, int(server.get("bytes") or 0)))
+        self._bytes.append((now, server.bytes))
         while len(self._bytes) > 2 and now - self._bytes[1][0] >= THROUGHPUT_WINDOW_S:
             self._bytes.popleft()
         (t0, b0), (t1, b1) = self._bytes[0], self._bytes[-1]
@@ -80,7 +81,7 @@ def build_snapshot(
     records: Sequence[SimulationRecord],
     running: Sequence[RunningJob],
     server_job: Mapping[str, Any],
-    server: Mapping[str, Any],
+    server: ServerStatus,
     chunks_expected: int,
     recent_mb_s: float | None,
     log_of: Callable[[int], Path],
@@ -90,7 +91,7 @@ def build_snapshot(
     for record in records:
         counts[record.status] += 1
     queued = sum(job.queued for job in running)
-    chunks = {int(k): int(v) for k, v in dict(server.get("chunks_received") or {}).items()}
+    chunks = {int(k): v for k, v in server.chunks_received.items()}
     progress = [_progress(job, chunks.get(job.simulation_id, 0), chunks_expected)
                 for job in sorted(running, key=lambda j: j.simulation_id)]
     finished = (counts[SimulationStatus.COMPLETED] + counts[SimulationStatus.FAILED]
@@ -98,8 +99,6 @@ def build_snapshot(
     done = finished + sum(p["fraction"] for p in progress)
     remaining = len(records) - done
     eta = remaining * elapsed_s / done if done > 0 and elapsed_s > 0 else None
-    ingest_s = float(server.get("ingest_s") or 0.0)
-    server_bytes = int(server.get("bytes") or 0)
     failures = sorted((r for r in records if r.failures or r.status == SimulationStatus.FAILED),
                       key=lambda r: r.finished_at or 0.0, reverse=True)[:RECENT_FAILURES]
     return {
@@ -121,13 +120,13 @@ def build_snapshot(
         "eta_s": None if eta is None else round(eta, 1),
         "server": {
             **server_job,
-            "bytes": server_bytes,
-            "messages": int(server.get("messages") or 0),
-            "bad_messages": int(server.get("bad_messages") or 0),
-            "mean_mb_s": server_bytes / ingest_s / 1e6 if ingest_s > 0 else 0.0,
+            "bytes": server.bytes,
+            "messages": server.messages,
+            "bad_messages": server.bad_messages,
+            "mean_mb_s": server.mean_mb_s,
             "recent_mb_s": recent_mb_s,
             # Deep learning: the latest training figures (batch, loss, validation_loss, ...).
-            "training": dict(server.get("training") or {}),
+            "training": dict(server.training or {}),
         },
         "running": progress,
         "recent_failures": [

@@ -1,9 +1,11 @@
-"""The server's receive loop: sockets, handshake, validation, completion, launcher channel.
+"""The server's receive loop: handshake, validation, completion, status, launcher channel.
 
-A concrete server (sensitivity analysis, deep learning) subclasses `Server` and fills three hooks:
-`on_field` (a field's size became known), `on_data` (a new, validated chunk) and `on_finish`
-(write results); `on_hello` sees a HELLO's optional keys (deep learning reads the simulation's
-parameters there). Everything about the wire and about exactly-once delivery lives here.
+A concrete server (sensitivity analysis, deep learning) subclasses `Server` and overrides only
+its hooks: the `on_*` methods, `checkpoint_state`/`restore_state`, and the `whole_fields` flag.
+The rest is sealed (a subclass that redefines it is refused at class creation), so that
+everything about the wire and about exactly-once delivery stays here and in its parts:
+transport.py (sockets), relay.py (between ranks), recovery.py (checkpoints), and the
+`Kind -> handler` table of `Server.handlers`.
 
 Faults: a statistics server checkpoints its whole state (the registry, and what its subclass
 returns from `checkpoint_state`) every sa_config.checkpoint_interval seconds and when stopped
@@ -17,16 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
+from melissa.atomic import atomic_write
 from melissa.config import StudyConfig
 from melissa.errors import CheckpointError, ProtocolError
 from melissa.paths import StudyPaths
@@ -35,28 +38,32 @@ from melissa.protocol import (
     Dtype,
     Header,
     Kind,
-    curve,
     decode_header,
     decode_json,
     encode_json,
     numpy_dtype,
 )
-from melissa.server.checkpoint import Checkpoint, latest_checkpoint, next_sequence, write_checkpoint
+from melissa.protocol.events import (
+    Attached,
+    Restored,
+    ResultsWritten,
+    ServerStatus,
+    SimulationComplete,
+    SimulationSilent,
+)
+from melissa.server.checkpoint import Checkpoint
+from melissa.server.recovery import Recovery
 from melissa.server.registry import FieldInfo, Registry
+from melissa.server.relay import RankRelay
 from melissa.server.silence import SilenceWatch
+from melissa.server.transport import Transport
 
 log = logging.getLogger("melissa.server")
 
 _STATUS_PERIOD_S = 1.0
 _MAX_BAD_MESSAGE_LINES = 1000  # beyond this, bad messages are only counted (a flood must not fill the disk)
 _BATCH = 256  # messages handled between two checks of timers
-_REGISTRY = "registry/"  # prefix of the registry's arrays in a checkpoint
 _STATE_KINDS = frozenset({Kind.HELLO, Kind.DATA, Kind.END, Kind.ABANDON})  # may change the state
-
-
-def _rank_identity(rank: int) -> bytes:
-    """ZeroMQ routing id of rank `rank`'s channel to rank 0."""
-    return f"melissa-rank-{rank}".encode()
 
 
 class BadMessageLog:
@@ -85,6 +92,9 @@ class Throughput:
     first_data: float | None = None  # monotonic time of the first accepted chunk
 
 
+Handler = Callable[[bytes, Header, "zmq.Frame | None"], None]
+
+
 class Server:
     """One rank of the server. Every rank owns a contiguous cell range of every field and talks
     to every client; rank 0 also publishes the rendezvous address, talks to the launcher, and
@@ -106,39 +116,46 @@ class Server:
         )
         self.bad = BadMessageLog()
         self.stats = Throughput()
-        self.context: zmq.Context[Any] = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.MAXMSGSIZE, config.server_config.max_message_bytes)
-        self.router.setsockopt(zmq.LINGER, 2000)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
-        # server_config.encryption: this rank's CURVE public key (Z85), and every rank's.
-        self.public_key = (
-            curve.make_server(self.router) if config.server_config.encryption else None
-        )
-        self.public_keys: list[bytes] = []
+        self.transport = Transport(config, rank, comm)
+        self.relay = RankRelay(self.transport, token, rank, ranks)
         self.launcher: bytes | None = None
-        self.endpoint = ""
-        self.endpoints: list[str] = []  # of every rank, in rank order
-        self.up: zmq.Socket[Any] | None = None  # rank r > 0: its channel to rank 0
-        self._complete_on: dict[int, set[int]] = {}  # rank 0: simulation -> ranks done with it
-        self._rank_status: dict[int, dict[str, Any]] = {}  # rank 0: latest status of each rank
         self._finish_pending = False  # rank 0: FINISH received, not yet forwarded to all ranks
         self._finish_requested = False
-        self._to_ranks: list[list[bytes]] = []  # rank 0: held until every rank's channel is up
         self.silence = SilenceWatch(config.study_options.simulation_timeout)
         # Statistics servers checkpoint their whole state (checkpoint.py) and restore it on
         # start; deep-learning servers keep their own checkpoints of model and optimizer.
         self.checkpointing = config.sa_config is not None
-        self._checkpoint_sequence = 0
-        self._restored: dict[str, Any] | None = None  # rank 0: the "restored" event, if any
+        self.recovery = Recovery(paths, self.registry, rank, ranks, comm, type(self).__name__)
+        self._restored: Restored | None = None  # rank 0: the "restored" event, if any
         self.stop_reason: str | None = None  # set by `stop`
         self._changed = False  # a message may have changed the state since the last checkpoint
+        # Kind -> handler; rank 0 alone hears the launcher and the other ranks.
+        self.handlers: dict[Kind, Handler] = {
+            Kind.HELLO: self._hello, Kind.DATA: self._data, Kind.END: self._end,
+        }
+        if rank == 0:
+            self.handlers.update({
+                Kind.ATTACH: self._attach, Kind.ABANDON: self._abandon_message,
+                Kind.FINISH: self._finish, Kind.RANK_EVENT: self._rank_event,
+            })
 
     # Statistics split every field over the ranks by cells; training needs whole samples, so a
     # subclass may route each simulation's fields whole to one rank instead.
     whole_fields = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        sealed = sorted(_SEALED.intersection(vars(cls)))
+        if sealed:
+            raise TypeError(
+                f"{cls.__name__} redefines {', '.join(sealed)} of melissa's Server: a server "
+                f"overrides only its hooks ({', '.join(sorted(HOOKS))})"
+            )
+
     # -- hooks ---------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        """The receive loop is about to start (after `restore_checkpoint`)."""
+
     def on_hello(self, simulation_id: int, body: dict[str, Any]) -> None:
         """A client rank's HELLO payload, before it is accepted (optional keys such as
         "parameters" are here); raising ProtocolError refuses the HELLO."""
@@ -151,12 +168,24 @@ class Server:
     ) -> None:
         """A new chunk of `info` for this rank's cells [local_start, local_start + len(data))."""
 
+    def on_status(self, now: float) -> dict[str, Any]:
+        """Once a second on every rank: extra keys for this rank's status (rank r > 0 sends it to
+        rank 0, where `on_report` sees it); raising here stops the server."""
+        return {}
+
+    def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
+        """Rank 0: the "status" event about to go to the launcher (add keys to it), and every
+        rank's latest status (rank 0's first)."""
+
     def on_finish(self) -> list[Path]:
         """All simulations are done: write the results; returns the files written."""
         return []
 
     def on_abandon(self, simulation_ids: list[int]) -> None:
         """The launcher gave up on these simulations: free what is held for them."""
+
+    def on_close(self) -> None:
+        """The receive loop ended, however (results written, stopped, or an exception)."""
 
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """This server's state as named arrays for a checkpoint, taken between two messages
@@ -167,52 +196,40 @@ class Server:
         """Rebuild the state from `checkpoint_state()` output (read-only arrays: copy them)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return self.transport.endpoint
+
     def bind(self) -> str:
-        cfg = self.config.server_config
-        port = cfg.port if self.rank == 0 else 0
-        address = f"tcp://{cfg.bind_address}:{port}" if port else f"tcp://{cfg.bind_address}:*"
-        try:
-            self.router.bind(address)
-        except zmq.ZMQError as exc:
-            raise ProtocolError(
-                f"server_config: cannot listen on {address} ({exc}); check bind_address and port"
-            ) from None
-        endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if cfg.bind_address in ("0.0.0.0", "*"):
-            endpoint = endpoint.replace("0.0.0.0", socket.getfqdn(), 1)
-        self.endpoint = endpoint
-        self.endpoints = self.comm.allgather(endpoint) if self.comm is not None else [endpoint]
-        if self.public_key is not None:
-            self.public_keys = (
-                self.comm.allgather(self.public_key) if self.comm is not None else [self.public_key]
-            )
-        return endpoint
+        return self.transport.bind()
 
     def write_rendezvous(self) -> None:
         """Publish rank 0's address atomically: the launcher polls for this file."""
-        path = self.paths.rendezvous
-        tmp = path.with_suffix(".tmp")
         rendezvous: dict[str, Any] = {"address": self.endpoint, "pid": os.getpid()}
-        if self.public_key is not None:
-            rendezvous["public_key"] = self.public_key.decode()  # MELISSA_SERVER_KEY
-        tmp.write_text(json.dumps(rendezvous))
-        os.replace(tmp, path)
+        if self.transport.public_key is not None:
+            rendezvous["public_key"] = self.transport.public_key.decode()  # MELISSA_SERVER_KEY
+        with atomic_write(self.paths.rendezvous, durable=False) as tmp:
+            tmp.write_text(json.dumps(rendezvous))
 
     def run(self) -> list[Path]:
+        self.on_start()
+        try:
+            return self._run()
+        finally:
+            self.on_close()
+
+    def _run(self) -> list[Path]:
         if not self.endpoint:
             self.bind()
         poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        router = self.transport.router
+        poller.register(router, zmq.POLLIN)
+        up = None
         if self.rank == 0:
             self.write_rendezvous()
         else:
-            self.up = self.context.socket(zmq.DEALER)
-            self.up.setsockopt(zmq.ROUTING_ID, _rank_identity(self.rank))
-            self.up.setsockopt(zmq.LINGER, 2000)
-            if self.public_key is not None:
-                curve.make_client(self.up, self.public_keys[0])
-            self.up.connect(self.endpoints[0])
-            poller.register(self.up, zmq.POLLIN)
+            up = self.transport.connect_up()
+            poller.register(up, zmq.POLLIN)
             self.emit_status(time.monotonic())  # introduces this rank to rank 0
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
         next_status = time.monotonic() + _STATUS_PERIOD_S
@@ -221,12 +238,12 @@ class Server:
         next_checkpoint = time.monotonic() + interval if periodic else float("inf")
         while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
-                if sock is self.up and self.up is not None:
-                    self.from_rank0(self.up.recv_multipart())
+                if sock is up:
+                    self.from_rank0(up.recv_multipart())
                     continue
                 for _ in range(_BATCH):
                     try:
-                        frames = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                        frames = router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.handle(frames)
@@ -238,8 +255,7 @@ class Server:
             if now >= next_status:
                 self.emit_status(now)
                 next_status = now + _STATUS_PERIOD_S
-            if self._to_ranks:
-                self._flush_to_ranks()
+            self.relay.flush()
             if now >= next_checkpoint:
                 if self._changed:  # an idle server does not rewrite the same state
                     self.try_checkpoint()
@@ -252,17 +268,14 @@ class Server:
             return []
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
-        self.emit({"event": "results_written", "files": [str(f) for f in files]})
+        self.emit(ResultsWritten(tuple(str(f) for f in files)).to_json())
         self.close()
         return files
 
     def close(self) -> None:
         if self.bad.total:
             log.warning("dropped %d bad messages: %s", self.bad.total, dict(self.bad.counts))
-        self.router.close()
-        if self.up is not None:
-            self.up.close()
-        self.context.term()
+        self.transport.close()
 
     # -- messages ------------------------------------------------------------------------------
     def handle(self, frames: list[zmq.Frame]) -> None:
@@ -278,40 +291,16 @@ class Server:
             return
         payload = frames[2] if len(frames) == 3 else None
         try:
-            self.dispatch(peer, header, payload)
+            handler = self.handlers.get(header.kind)
+            if handler is None:
+                raise ProtocolError(
+                    f"unexpected {header.kind.name} message on server rank {self.rank}")
+            handler(peer, header, payload)
             self._changed = self._changed or header.kind in _STATE_KINDS
         except ProtocolError as exc:
             self.bad.drop(f"refused {header.kind.name}: {exc}", peer)
             if header.kind in (Kind.HELLO, Kind.DATA, Kind.END):
                 self.reply(peer, Kind.ERROR, header, {"error": str(exc)})
-
-    def dispatch(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
-        kind = header.kind
-        if kind == Kind.DATA:
-            self.receive_data(header, payload)
-        elif kind == Kind.HELLO:
-            self.hello(peer, header, self._json(payload, "HELLO"))
-        elif kind == Kind.END:
-            self.end(peer, header)
-        elif kind == Kind.ATTACH and self.rank == 0:
-            self.launcher = peer
-            self.emit({"event": "attached", "endpoint": self.endpoint})
-            if self._restored is not None:
-                self.emit({**self._restored, "complete": sorted(self.complete_everywhere())})
-        elif kind == Kind.ABANDON and self.rank == 0 and peer == self.launcher:
-            body = self._json(payload, "ABANDON")
-            ids = _abandoned_ids(body)
-            self.to_ranks([Header(Kind.ABANDON, self.token).encode(), encode_json(body)])
-            self.abandon(ids)
-        elif kind == Kind.FINISH and self.rank == 0 and peer == self.launcher:
-            log.info("launcher asked to finish: %d simulations complete",
-                     self.simulations_complete)
-            self._finish_pending = True
-            self.forward_finish()
-        elif kind == Kind.RANK_EVENT and self.rank == 0:
-            self.rank_event(self._json(payload, "RANK_EVENT"))
-        else:
-            raise ProtocolError(f"unexpected {kind.name} message on server rank {self.rank}")
 
     @staticmethod
     def _json(payload: zmq.Frame | None, what: str) -> dict[str, Any]:
@@ -319,7 +308,8 @@ class Server:
             raise ProtocolError(f"{what} without its payload frame")
         return decode_json(payload.buffer, what)
 
-    def hello(self, peer: bytes, header: Header, body: dict[str, Any]) -> None:
+    def _hello(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
+        body = self._json(payload, "HELLO")
         try:
             name = str(body["field"])
             global_size = int(body["global_size"])
@@ -340,15 +330,15 @@ class Server:
             self.on_field(info)
         welcome = {
             "field_id": info.field_id,
-            "endpoints": self.endpoints,
+            "endpoints": self.transport.endpoints,
             "ranges": self.registry.ranges(info, header.simulation_id),
             "nb_time_steps": self.registry.nb_time_steps,
         }
-        if self.public_keys:  # encrypted: the client connects to every rank with its key
-            welcome["public_keys"] = [key.decode() for key in self.public_keys]
+        if self.transport.public_keys:  # encrypted: the client connects to every rank with its key
+            welcome["public_keys"] = [key.decode() for key in self.transport.public_keys]
         self.reply(peer, Kind.WELCOME, header, welcome)
 
-    def receive_data(self, header: Header, payload: zmq.Frame | None) -> None:
+    def _data(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         if payload is None:
             raise ProtocolError("DATA without its payload frame")
         if header.dtype == Dtype.NONE:
@@ -377,24 +367,49 @@ class Server:
         self.stats.messages += 1
         self.stats.bytes += nbytes + HEADER_SIZE
 
-    def end(self, peer: bytes, header: Header) -> None:
+    def _end(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         self.silence.heard(header.simulation_id, time.monotonic())
         if self.registry.end(header.simulation_id, header.client_rank):
             log.info("simulation %d complete on rank %d", header.simulation_id, self.rank)
             self.silence.forget(header.simulation_id)
             # Rank 0 (so the launcher) hears of it before the client gets its acknowledgement.
-            if self.up is None:
+            if self.rank == 0:
                 self.rank_complete(header.simulation_id, self.rank)
             else:
-                self.to_rank0({"simulation_complete": header.simulation_id})
+                self.relay.to_rank0({"simulation_complete": header.simulation_id})
         self.reply(peer, Kind.END_ACK, header, None)
 
-    # -- between ranks -------------------------------------------------------------------------
-    def to_rank0(self, body: dict[str, Any]) -> None:
-        assert self.up is not None
-        body["rank"] = self.rank
-        self.up.send_multipart([Header(Kind.RANK_EVENT, self.token).encode(), encode_json(body)])
+    def _attach(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
+        self.launcher = peer
+        self.emit(Attached(self.endpoint).to_json())
+        if self._restored is not None:
+            complete = tuple(sorted(self.relay.complete_everywhere()))
+            self.emit(replace(self._restored, complete=complete).to_json())
 
+    def _abandon_message(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
+        if peer != self.launcher:
+            raise ProtocolError(f"unexpected ABANDON message on server rank {self.rank}")
+        body = self._json(payload, "ABANDON")
+        ids = _abandoned_ids(body)
+        self.relay.to_ranks([Header(Kind.ABANDON, self.token).encode(), encode_json(body)])
+        self.abandon(ids)
+
+    def _finish(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
+        if peer != self.launcher:
+            raise ProtocolError(f"unexpected FINISH message on server rank {self.rank}")
+        log.info("launcher asked to finish: %d simulations complete", self.simulations_complete)
+        self._finish_pending = True
+        self.forward_finish()
+
+    def _rank_event(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
+        complete = self.relay.rank_event(self._json(payload, "RANK_EVENT"))
+        if complete is not None:
+            self._announce_complete(complete)
+
+    def reply(self, peer: bytes, kind: Kind, to: Header, body: dict[str, Any] | None) -> None:
+        self.transport.reply(peer, kind, self.token, to, body)
+
+    # -- between ranks -------------------------------------------------------------------------
     def from_rank0(self, frames: list[bytes]) -> None:
         try:
             header = decode_header(frames[0], self.token)
@@ -410,70 +425,32 @@ class Server:
             except ProtocolError as exc:
                 self.bad.drop(f"from rank 0: {exc}", b"rank0")
 
-    def rank_event(self, body: dict[str, Any]) -> None:
-        try:
-            rank = int(body["rank"])
-            if not 0 < rank < self.ranks:
-                raise ValueError(f"rank {rank}")
-            if "simulation_complete" in body:
-                self.rank_complete(int(body["simulation_complete"]), rank)
-            if "status" in body:
-                status = dict(body["status"])
-                status["silent_s"] = {str(int(s)): float(age)
-                                      for s, age in dict(status.get("silent_s", {})).items()}
-                self._rank_status[rank] = status
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"RANK_EVENT payload lacks or garbles {exc}") from None
-
     def forward_finish(self) -> None:
         """Rank 0 finishes once every rank can be told to (its channel has said hello): a
         ROUTER silently drops messages to a peer it has not seen yet."""
-        if len(self._rank_status) < self.ranks - 1:
+        if not self.relay.all_connected:
             return
-        self.to_ranks([Header(Kind.FINISH, self.token).encode()])
+        self.relay.to_ranks([Header(Kind.FINISH, self.token).encode()])
         self._finish_requested = True
-
-    def to_ranks(self, frames: list[bytes]) -> None:
-        """Rank 0 -> every other rank, in order; held back until every rank's channel has said
-        hello (a ROUTER silently drops messages to a peer it has not seen yet)."""
-        self._to_ranks.append(frames)
-        self._flush_to_ranks()
-
-    def _flush_to_ranks(self) -> None:
-        if len(self._rank_status) < self.ranks - 1:
-            return
-        for held in self._to_ranks:
-            for rank in range(1, self.ranks):
-                self.router.send_multipart([_rank_identity(rank), *held])
-        self._to_ranks.clear()
 
     @property
     def simulations_complete(self) -> int:
         """Simulations whose data every rank holds (meaningful on rank 0)."""
-        return len(self.complete_everywhere())
-
-    def complete_everywhere(self) -> set[int]:
-        """Rank 0: the simulations whose data every rank holds."""
-        return {s for s, done in self._complete_on.items() if len(done) == self.ranks}
+        return len(self.relay.complete_everywhere())
 
     def rank_complete(self, simulation_id: int, rank: int) -> None:
-        done = self._complete_on.setdefault(simulation_id, set())
-        done.add(rank)
-        if len(done) == self.ranks:
-            log.info("simulation %d complete", simulation_id)
-            self.emit({"event": "simulation_complete", "simulation_id": simulation_id})
+        if self.relay.rank_complete(simulation_id, rank):
+            self._announce_complete(simulation_id)
 
-    def reply(self, peer: bytes, kind: Kind, to: Header, body: dict[str, Any] | None) -> None:
-        header = Header(kind, self.token, to.simulation_id, to.attempt, to.client_rank,
-                        to.time_step, to.field_id)
-        frames = [peer, header.encode()] + ([encode_json(body)] if body is not None else [])
-        self.router.send_multipart(frames)
+    def _announce_complete(self, simulation_id: int) -> None:
+        log.info("simulation %d complete", simulation_id)
+        self.emit(SimulationComplete(simulation_id).to_json())
 
     # -- launcher channel ----------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
         if self.launcher is None:
             return
-        self.router.send_multipart(
+        self.transport.send(
             [self.launcher, Header(Kind.EVENT, self.token).encode(), encode_json(event)]
         )
 
@@ -489,29 +466,31 @@ class Server:
             "silent_s": self.silence.ages(now, [s.simulation_id for s in
                                                 self.registry.simulations.values()
                                                 if not s.complete]),
+            **self.on_status(now),
         }
 
     def emit_status(self, now: float) -> None:
         """Rank r > 0 reports to rank 0; rank 0 adds every rank's figures up for the launcher."""
         mine = self.local_status(now)
-        if self.up is not None:
-            self.to_rank0({"status": mine})
+        if self.rank != 0:
+            self.relay.to_rank0({"status": mine})
             return
-        ranks = [mine, *self._rank_status.values()]
+        ranks = [mine, *self.relay.rank_status.values()]
         self.report_silent(ranks)
         chunks: Counter[str] = Counter()
         for status in ranks:
             chunks.update(status.get("chunks_received", {}))
-        complete = self.complete_everywhere()
-        self.emit({
-            "event": "status",
-            "messages": sum(int(r.get("messages", 0)) for r in ranks),
-            "bytes": sum(int(r.get("bytes", 0)) for r in ranks),
-            "bad_messages": sum(int(r.get("bad_messages", 0)) for r in ranks),
-            "ingest_s": max(float(r.get("ingest_s", 0.0)) for r in ranks),
-            "simulations_complete": len(complete),
-            "chunks_received": {s: n for s, n in chunks.items() if int(s) not in complete},
-        })
+        complete = self.relay.complete_everywhere()
+        event = ServerStatus(
+            messages=sum(int(r.get("messages", 0)) for r in ranks),
+            bytes=sum(int(r.get("bytes", 0)) for r in ranks),
+            bad_messages=sum(int(r.get("bad_messages", 0)) for r in ranks),
+            ingest_s=max(float(r.get("ingest_s", 0.0)) for r in ranks),
+            simulations_complete=len(complete),
+            chunks_received={s: n for s, n in chunks.items() if int(s) not in complete},
+        ).to_json()
+        self.on_report(event, ranks)
+        self.emit(event)
 
     def report_silent(self, statuses: list[dict[str, Any]]) -> None:
         """Rank 0: tell the launcher of simulations silent on every rank for simulation_timeout
@@ -522,7 +501,7 @@ class Server:
                                                   attempts):
             log.warning("simulation %d (attempt %d) sent nothing for %.0f s "
                         "(study_options.simulation_timeout)", sim, attempts[sim], age)
-            self.emit({"event": "simulation_silent", "simulation_id": sim, "silent_s": age})
+            self.emit(SimulationSilent(sim, age).to_json())
 
     # -- abandoned simulations -----------------------------------------------------------------
     def abandon(self, simulation_ids: list[int]) -> None:
@@ -542,20 +521,9 @@ class Server:
 
     def checkpoint(self) -> Path:
         """Write this rank's whole state (registry and `checkpoint_state()`) to a new checkpoint."""
-        state = self.checkpoint_state()
-        clash = sorted(name for name in state if name.startswith(_REGISTRY))
-        if clash:
-            raise CheckpointError(f"checkpoint_state() names {clash}: {_REGISTRY!r} is reserved")
-        meta, registry_arrays = self.registry.state()
-        arrays = {**{_REGISTRY + k: v for k, v in registry_arrays.items()}, **state}
-        written = write_checkpoint(self.paths, self.rank, self.ranks, self._checkpoint_sequence,
-                                   arrays, {"registry": meta, "server": type(self).__name__})
-        self._checkpoint_sequence += 1
+        path = self.recovery.checkpoint(self.checkpoint_state())
         self._changed = False
-        log.info("checkpoint %s: %.1f MB in %.3f s (%.0f MB/s)", written.path,
-                 written.nbytes / 1e6, written.seconds,
-                 written.nbytes / 1e6 / max(written.seconds, 1e-9))
-        return written.path
+        return path
 
     def try_checkpoint(self) -> None:
         """A checkpoint that fails (disk full, ...) is logged; the study goes on."""
@@ -568,47 +536,19 @@ class Server:
         """Before `run`, collective over the ranks: restore this rank's newest valid checkpoint
         if it has one; rank 0 learns which simulations each rank holds complete. Raises
         CheckpointError (on every rank) if any rank's checkpoint cannot be used."""
-        found, error = None, None
-        if self.checkpointing:
-            try:
-                found = latest_checkpoint(self.paths, self.rank)
-                if found is not None:
-                    self._restore(found)
-            except CheckpointError as exc:
-                error = f"server rank {self.rank}: {exc}"
-            self._checkpoint_sequence = next_sequence(self.paths, self.rank)
-        mine = (error, str(found.path) if found else None, self.registry.completed)
-        everyone = self.comm.allgather(mine) if self.comm is not None else [mine]
-        errors = [e for e, _, _ in everyone if e is not None]
-        if errors:
-            raise CheckpointError("; ".join(errors))
+        found, everyone = self.recovery.restore(self.checkpointing, self.restore_state)
         for rank, (_, _, complete) in enumerate(everyone):
             for simulation_id in complete:
-                self._complete_on.setdefault(simulation_id, set()).add(rank)
+                self.relay.complete_on.setdefault(simulation_id, set()).add(rank)
         if any(path is not None for _, path, _ in everyone):
-            self._restored = {"event": "restored", "checkpoint": everyone[0][1]}
+            self._restored = Restored(everyone[0][1])
         return found
 
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        if checkpoint.ranks != self.ranks:
-            raise CheckpointError(
-                f"{checkpoint.path} was written by a server of {checkpoint.ranks} ranks, this one "
-                f"has {self.ranks} (server_config.ranks): restart with {checkpoint.ranks} ranks, "
-                f"or delete {self.paths.checkpoints} to start the study over"
-            )
-        registry = {k[len(_REGISTRY):]: v for k, v in checkpoint.arrays.items()
-                    if k.startswith(_REGISTRY)}
-        self.registry.restore(checkpoint.meta.get("registry", {}), registry)
-        try:
-            self.restore_state({k: v for k, v in checkpoint.arrays.items()
-                                if not k.startswith(_REGISTRY)})
-        except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"{checkpoint.path} does not fit this study's config: {exc}"
-                                  ) from None
-        log.info("restored %s (written %s): %d simulations known, %d complete on this rank",
-                 checkpoint.path, time.strftime("%Y-%m-%d %H:%M:%S",
-                                                time.localtime(checkpoint.wall_time)),
-                 len(self.registry.simulations), len(self.registry.completed))
+
+HOOKS = frozenset({name for name in vars(Server) if name.startswith("on_")}
+                  | {"checkpoint_state", "restore_state", "whole_fields"})
+_SEALED = frozenset(name for name in vars(Server)
+                    if name not in HOOKS and not name.startswith("__"))
 
 
 def _abandoned_ids(body: dict[str, Any]) -> list[int]:

@@ -28,7 +28,7 @@ def server_class(config: StudyConfig) -> type[Server]:
         from melissa.server.learning.torch_server import DeepLearningServer
 
         return DeepLearningServer
-    from melissa.server.sensitivity import SensitivityServer
+    from melissa.server.sa.sensitivity import SensitivityServer
 
     return SensitivityServer
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import signal
 import time
@@ -26,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from melissa.atomic import atomic_write
 from melissa.errors import SchedulerError, SubmissionError
 from melissa.launcher.schedulers.base import JobSpec, JobState, JobStatus
 from melissa.launcher.schedulers.command import DEFAULT_RETRY, RetryPolicy, run_command
@@ -178,12 +178,8 @@ class BatchScheduler(ABC):
 
 def _write_private(path: Path, text: str) -> None:
     """Write `path` atomically, readable and executable by its owner only."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o700)  # O_CREAT's mode is masked by the umask, and tmp may have existed
-    os.replace(tmp, path)
+    with atomic_write(path, durable=False, mode=0o700) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def describe_exit(code: int | None) -> str:

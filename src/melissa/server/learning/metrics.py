@@ -4,9 +4,9 @@ reader never sees half a file and a new metric (a validation key seen late) gets
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
+from melissa.atomic import atomic_write
 from melissa.server.learning.buffers import BufferStats
 
 
@@ -64,9 +64,7 @@ class MetricsLog:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path, durable=False) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)

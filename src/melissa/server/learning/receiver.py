@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zmq
 
 from melissa.config.models import DLConfig
 from melissa.errors import CheckpointError, ConfigError, MelissaError
+from melissa.protocol.events import Fitness
 from melissa.server.base import Server
 from melissa.server.learning import snapshot
 from melissa.server.learning.buffers import BufferClosed, BufferState, SampleBuffer, make_buffer
@@ -123,18 +123,14 @@ class StreamingServer(Server, ABC):
             except BufferClosed:
                 self.raise_if_training_failed()
                 raise
-
-    def handle(self, frames: list[zmq.Frame]) -> None:
-        super().handle(frames)
         self.serve_checkpoint_request()
 
-    def run(self) -> list[Path]:
+    def on_start(self) -> None:
         self.start_training()
-        try:
-            return super().run()
-        finally:
-            self._stopped.set()
-            self.buffer.abort()  # on any way out, a training thread still waiting wakes up
+
+    def on_close(self) -> None:
+        self._stopped.set()
+        self.buffer.abort()  # on any way out, a training thread still waiting wakes up
 
     # -- checkpoints ----------------------------------------------------------------------------
     def request_checkpoint(self, training: bytes) -> bool:
@@ -150,8 +146,9 @@ class StreamingServer(Server, ABC):
         return True
 
     def serve_checkpoint_request(self, pending: Any = None) -> None:
-        """Receive loop, between two messages (or while a full buffer holds back `pending`):
-        write the checkpoint the training thread waits for, if it asked for one."""
+        """Receive loop, after a sample went into the buffer, once a second, or while a full
+        buffer holds back `pending`: write the checkpoint the training thread waits for, if it
+        asked for one (the registry, the buffer and the network are then of one moment)."""
         with self._request_lock:
             request, self._request = self._request, None
         if request is None:
@@ -162,14 +159,13 @@ class StreamingServer(Server, ABC):
         except CheckpointError as exc:
             log.error("%s; the previous checkpoint is kept", exc)
         finally:
-            self._pending, self._training_blob = None, b""
+            self._pending = None
             request.done.set()
 
-    def try_checkpoint(self) -> None:
-        """Stopped (SIGTERM): the latest checkpoint stands. A training server writes one only
-        when its training thread asks, so that the network matches the buffer."""
-
     def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """The receive side and the latest training state the training thread handed over
+        (stopped by SIGTERM, the server writes one more checkpoint from the receive loop: its
+        buffer may then count as used a few samples the network of that state has not seen)."""
         state = self.buffer.state()
         if self._pending is not None:  # a sample the full buffer had not taken: it is one
             state = BufferState([*state.items, self._pending], [*state.used, False],
@@ -188,16 +184,18 @@ class StreamingServer(Server, ABC):
         self.assembler.restore_partials(restored.partials)
         self.simulation_parameters.update(restored.parameters)
         self.restored_training = restored.training
+        self._training_blob = restored.training or b""
         stats = self.buffer.stats()
         log.info("restored the training buffer: %d samples (%d received in all), %d held-out "
                  "samples", stats.size, stats.received, len(self.validation))
 
-    def emit_status(self, now: float) -> None:
+    def on_status(self, now: float) -> dict[str, Any]:
         self.raise_if_training_failed()  # the receive loop's once-a-second tick
         self.serve_checkpoint_request()  # an idle loop serves a request at least this often
-        super().emit_status(now)
-        if self.breeding and self.up is None:
-            self.emit_fitness()
+        if not self.breeding:
+            return {}
+        with self._fitness_lock:  # every value so far: rank 0 keeps each rank's latest status
+            return {"fitness": {str(s): f for s, f in self._fitness.items()}}
 
     # -- fitness (active sampling) ---------------------------------------------------------------
     def record_fitness(self, fitness: dict[int, float]) -> None:
@@ -205,30 +203,20 @@ class StreamingServer(Server, ABC):
         with self._fitness_lock:
             self._fitness.update(fitness)
 
-    def local_status(self, now: float) -> dict[str, Any]:
-        status = super().local_status(now)
-        if self.breeding:  # every value so far: rank 0 keeps only each rank's latest status
-            with self._fitness_lock:
-                status["fitness"] = {str(s): f for s, f in self._fitness.items()}
-        return status
-
-    def emit_fitness(self) -> None:
+    def _emit_fitness(self, statuses: list[dict[str, Any]]) -> None:
         """Rank 0: a "fitness" event for each simulation whose fitness is new or changed."""
         merged: dict[str, float] = {}
-        with self._fitness_lock:
-            merged.update({str(s): f for s, f in self._fitness.items()})
-        for status in self._rank_status.values():
+        for status in statuses:
             merged.update(status.get("fitness", {}))
         for sim, fitness in merged.items():
             if self._fitness_sent.get(int(sim)) != fitness:
                 self._fitness_sent[int(sim)] = fitness
-                self.emit({"event": "fitness", "simulation_id": int(sim),
-                           "fitness": float(fitness)})
+                self.emit(Fitness(int(sim), float(fitness)).to_json())
 
-    def emit(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "status":
-            event = {**event, "training": self.training_status()}
-        super().emit(event)
+    def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
+        event["training"] = self.training_status()
+        if self.breeding:
+            self._emit_fitness(statuses)
 
     def on_finish(self) -> list[Path]:
         self.buffer.end_reception()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from melissa import __version__
+from melissa.atomic import atomic_write
 from melissa.server.learning.buffers import BufferStats
 from melissa.server.learning.metrics import MetricsLog, metrics_row, tag
 from melissa.server.learning.torch_distributed import Group
@@ -309,10 +309,6 @@ class Trainer:
         if self.writes:
             path = self.paths.checkpoint
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
+            with atomic_write(path, durable=True) as tmp, open(tmp, "wb") as f:
                 f.write(blob.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         self.server.request_checkpoint(blob.getvalue())

@@ -1,7 +1,7 @@
 """Iterative Sobol' indices (pick-freeze, Martinez estimator; Terraz et al. SC17; ALGORITHMS.md).
 
 One observation is a complete pick-freeze group at one time step: the p + 2 values Y_A, Y_B,
-Y_C1..Y_Cp of every cell (the server joins the group's members first: groups.py). Per time step
+Y_C1..Y_Cp of every cell (the server joins the group's members first: ../sa/groups.py). Per time step
 the state holds the number n of groups and, per cell, the means and M2 of Y_A, Y_B and each Y_Ck
 and the co-moments C(Y_B, Y_Ck) and C(Y_A, Y_Ck): 4p + 4 numbers. The first-order and total
 indices are correlations of these:

@@ -20,9 +20,9 @@ import numpy as np
 from melissa import __version__
 from melissa.protocol import cell_range
 from melissa.server.base import Server
-from melissa.server.groups import GroupJoin
-from melissa.server.output import write_field_results
 from melissa.server.registry import FieldInfo
+from melissa.server.sa.groups import GroupJoin
+from melissa.server.sa.output import write_field_results
 from melissa.server.stats import FieldStatistics, compile_kernels
 from melissa.server.stats.sobol import SobolState
 
@@ -70,19 +70,17 @@ class SensitivityServer(Server):
         self.statistics[info.field_id].update(time_step, local_start, data, simulation_id)
 
     # -- convergence of the Sobol' indices -----------------------------------------------------
-    def local_status(self, now: float) -> dict[str, Any]:
-        status = super().local_status(now)
-        if self.sobol:
-            if now >= self._next_convergence:
-                self._refresh_convergence()
-                self._next_convergence = now + _CONVERGENCE_PERIOD_S
-            status["sobol_convergence"] = self._convergence
-        return status
+    def on_status(self, now: float) -> dict[str, Any]:
+        if not self.sobol:
+            return {}
+        if now >= self._next_convergence:
+            self._refresh_convergence()
+            self._next_convergence = now + _CONVERGENCE_PERIOD_S
+        return {"sobol_convergence": self._convergence}
 
-    def emit_status(self, now: float) -> None:
-        super().emit_status(now)
-        if self.rank == 0 and self.sobol and self._convergence:
-            self._log_convergence(now)
+    def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
+        if self.sobol and self._convergence:
+            self._log_convergence(time.monotonic(), statuses)
 
     def _refresh_convergence(self) -> None:
         """Per field name: [complete groups (fewest over time steps), widest first-order
@@ -95,14 +93,13 @@ class SensitivityServer(Server):
         self._convergence = out
         self._convergence_version += 1
 
-    def _log_convergence(self, now: float) -> None:
+    def _log_convergence(self, now: float, statuses: list[dict[str, Any]]) -> None:
         """Rank 0: every rank's widest interval, combined (max), as one CSV row per field."""
         if self._logged_version == self._convergence_version:
             return  # nothing new since the last rows
         self._logged_version = self._convergence_version
         combined: dict[str, list[float]] = {}
-        parts = [self._convergence] + [s.get("sobol_convergence", {})
-                                       for s in self._rank_status.values()]
+        parts = [s.get("sobol_convergence", {}) for s in statuses]
         for part in parts:
             for name, (groups, first, total, mb) in part.items():
                 seen = combined.setdefault(name, [groups, first, total, 0.0])
