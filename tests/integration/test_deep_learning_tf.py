@@ -77,11 +77,20 @@ def test_heat_surrogate_trains_with_tensorflow(launcher: Any) -> None:
     assert len(events.Scalars("validation/rmse_kelvin")) == len(rows)
 
 
-def test_each_path_imports_only_its_framework() -> None:
+def test_each_path_imports_only_its_framework(tmp_path: Path) -> None:
     code = ("import sys, melissa.client, melissa.server.sa.sensitivity; "
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules; "
-            "import melissa.server.learning.tf_server; assert 'torch' not in sys.modules; "
+            "import melissa.server.learning.tensorboard as tb; tb.without_tensorflow(); "
+            "from torch.utils.tensorboard import SummaryWriter; "
+            "SummaryWriter(sys.argv[1]).add_scalar('a', 1.0, 1); "
+            "assert 'tensorflow' not in sys.modules, 'torch path imported tensorflow'; "
             "print('ok')")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, check=False,
                           timeout=120, cwd=Path(__file__).parent)
+    assert proc.stdout.strip() == "ok", proc.stderr
+    code = ("import sys, melissa.server.learning.tf_server; "
+            "assert 'torch' not in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr

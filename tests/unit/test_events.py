@@ -84,4 +84,4 @@ def test_bad_events_are_named(payload: dict[str, Any], message: str) -> None:
 def test_every_event_kind_has_a_golden_vector() -> None:
     kinds = {json.loads(wire)["event"] for _, wire in GOLDEN}
     assert kinds == {"attached", "restored", "status", "simulation_complete",
-                     "simulation_silent", "results_written"}
+                     "simulation_silent", "results_written", "fitness"}

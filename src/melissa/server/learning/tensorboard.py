@@ -7,8 +7,18 @@ that step on, so each tag stays one curve.
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 from pathlib import Path
+
+
+def without_tensorflow() -> None:
+    """Keep tensorboard from importing TensorFlow (installed with the tf extra) in a PyTorch
+    server: its writer loads TensorFlow when it can, ~2 s and much memory for nothing, unless
+    the module tensorboard.compat.notf (tensorboard's "no TensorFlow" marker) exists."""
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter

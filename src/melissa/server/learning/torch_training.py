@@ -144,6 +144,9 @@ class Trainer:
                                f"(this rank: {self.batches}); delete {self.paths.checkpoints} "
                                "to start the training over")
         if self.writes:
+            from melissa.server.learning.tensorboard import without_tensorflow
+
+            without_tensorflow()
             from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
             # A restart hides what the crashed run logged after its checkpoint: one curve.
