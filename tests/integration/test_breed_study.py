@@ -36,8 +36,11 @@ def config(method: str) -> dict[str, Any]:
     return cfg
 
 
+NEAR = 3 * peak.SIGMA  # where the peak is more than 1% of its height
+
+
 def near_peak(xy: np.ndarray) -> np.ndarray:
-    return np.hypot(xy[:, 0] - peak.PEAK[0], xy[:, 1] - peak.PEAK[1]) < 2 * peak.SIGMA
+    return np.hypot(xy[:, 0] - peak.PEAK[0], xy[:, 1] - peak.PEAK[1]) < NEAR
 
 
 def table(out: Path) -> list[dict[str, str]]:
@@ -60,7 +63,7 @@ def test_breeding_samples_near_the_peak(launcher: Any) -> None:
     assert (bred_run.output_dir / "breed.png").stat().st_size > 0
 
     xy = np.array([(float(r["x"]), float(r["y"])) for r in rows])
-    uniform = np.pi * (2 * peak.SIGMA) ** 2  # a uniform draw's chance to land near the peak
+    uniform = np.pi * NEAR**2  # a uniform draw's chance to land near the peak
     assert near_peak(xy).mean() > 2 * uniform, near_peak(xy).mean()
     # The children of the parents near the peak stay close (the mutation adapts to them).
     parents_near = [r for r in bred if near_peak(xy[[int(r["parent"])]])[0]]

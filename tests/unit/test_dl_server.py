@@ -153,3 +153,29 @@ def test_paired_buffer_trains_on_consecutive_steps(tmp_path: Path) -> None:
     assert server.trainer is not None and server.trainer.batches == 20
     assert server.model is not None and server.model.net[0].in_features == 4  # (x_t, y_t)
     assert seen
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_a_restarted_server_continues_with_its_buffer(tmp_path: Path, framework: str) -> None:
+    """The server checkpoint (receive loop side) holds the buffer with its use flags and the
+    training state: a new server restored from it goes on from the same batch and buffer."""
+    from melissa.server.select import server_class
+
+    config = study(tmp_path, buffer="reservoir", framework=framework, checkpoint_interval=3)
+    paths = StudyPaths(tmp_path)
+    first = server_class(config)(config, paths, bytes(16))
+    train(first, pairs(20, seed=1))  # until each sample was used; the last checkpoint at the end
+    kept = first.buffer.stats()
+    assert first.trainer is not None and first.trainer.batches >= 5
+    done = first.trainer.batches
+
+    again = server_class(config)(config, paths, bytes(16))
+    assert again.restore_checkpoint() is not None
+    assert again.buffer.stats() == kept  # contents, use counts, counters
+    assert again.restored_training is not None
+    train(again, pairs(4, seed=2))  # 4 new samples: trained on from the restored state
+    assert again.trainer is not None and again.trainer.batches > done
+    assert again.buffer.stats().received == 24
+    with open(paths.training_metrics, newline="") as f:
+        batches = [int(float(r["batch"])) for r in csv.DictReader(f)]
+    assert batches == sorted(set(batches)) and batches[-1] == again.trainer.batches, str(batches)

@@ -97,7 +97,7 @@ class KerasTrainer:
             if self.model is None:
                 log.warning("no training sample arrived: no model trained")
             else:
-                if window.steps or not self.validation_metrics:
+                if window.steps or not self.status:  # one row per batch count
                     self._report(window)
                 self.checkpoint()
                 log.info("training done: %d batches, %d samples in %.1f s; validation %s",

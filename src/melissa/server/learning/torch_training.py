@@ -107,7 +107,7 @@ class Trainer:
                 log.warning("no training sample arrived: no model trained")
             else:
                 # Collective: decided on what every rank shares, never on this rank's samples.
-                if window.steps or not self.validation_metrics:
+                if window.steps or not self.status:  # one row per batch count
                     self._report(window)
                 self.checkpoint()
                 log.info("training done: %d batches, %d samples in %.1f s; validation %s",
