@@ -7,8 +7,9 @@
   receiving until rank 0's producer is done (as a study's FINISH waits for every simulation):
   the training must go on without rank 1's data, or nothing ever ends.
 
-The ranks' buffers are filled directly: a server of several ranks routing whole samples to one
-rank is not in the receive path yet (see docs/deep-learning.md, "Several server ranks")."""
+The ranks' buffers are filled directly, so that each step's batches are known; the receive path
+that routes each simulation whole to one rank is run through the launcher in
+test_deep_learning.py (docs/deep-learning.md, "Several server ranks")."""
 
 from __future__ import annotations
 
