@@ -29,6 +29,7 @@ bench: install
 	$(PY) bench/stats_kernels.py
 	$(PY) bench/ingest.py
 	$(PY) bench/dl_throughput.py
+	$(PY) bench/breed.py
 
 # The heat-equation surrogate trained online (Melissa) and offline (files), in one table.
 online-vs-offline: install
@@ -40,4 +41,5 @@ lint: install
 
 clean:
 	rm -rf $(VENV) examples/heat_equation/output_sa examples/heat_equation/output_dl \
-		examples/lorenz/output_dl .pytest_cache
+		examples/heat_equation/output_dl_tf examples/lorenz/output_dl examples/peak/output_breed \
+		.pytest_cache
