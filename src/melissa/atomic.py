@@ -21,10 +21,10 @@ def atomic_write(path: Path, *, durable: bool, mode: int | None = None) -> Itera
     the temporary file is removed and `path` is left as it was. `mode`: the file's permission
     bits from its creation on (e.g. 0o700 for a private script); else the umask's.
 
-    The temporary name is fixed (".<name>.tmp"): a file left by a writer killed halfway is
+    The temporary name is fixed ("<name>.tmp"): a file left by a writer killed halfway is
     replaced by the next write instead of piling up."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f"{path.name}.tmp")
     try:
         if mode is not None:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))

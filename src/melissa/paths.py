@@ -65,8 +65,9 @@ class StudyPaths:
     def statistics(self) -> Path:
         return self.root / "statistics"
 
-    def field_results(self, field: str) -> Path:
-        return self.statistics / f"{field}.nc"
+    def field_results(self, field: str, zarr: bool = False) -> Path:
+        """A field's results: a NetCDF file, or a Zarr store (a directory)."""
+        return self.statistics / f"{field}.{'zarr' if zarr else 'nc'}"
 
     @property
     def sobol_convergence(self) -> Path:

@@ -18,6 +18,10 @@ Output, in plots_dir, file names `<field>_<what>.png`:
   over time at the chosen cells: which parameter drives the field where and when.
 `plot_convergence` draws statistics/sobol_convergence.csv (the widest interval over time).
 
+Plots read only what they draw: the chosen time steps, and of those at most _MAX_POINTS cells
+along each spatial axis (every k-th cell: about the figure's width in pixels); the time series
+read the probe cells alone. On Zarr results that is a few chunks, whatever the study's size.
+
 Only `matplotlib.figure.Figure` is used, never pyplot: no global figure registry to leak or to
 close, no GUI backend, safe from a server or launcher process and from threads.
 """
@@ -40,6 +44,7 @@ THRESHOLD = "threshold"
 _INDEX_DIMS = ("parameter", "quantile_level")
 COUNT = "count"
 DPI = 100
+_MAX_POINTS = 1000  # cells drawn along a spatial axis, at most (about a figure's pixels)
 
 # figure titles, by file name suffix
 TITLES = {
@@ -101,19 +106,24 @@ def plot_statistics(
         steps = _valid_steps(time_steps, n_time, results_path)
         plots_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
-        title_suffix = _ensemble_size(ds)
-        for what, rows in _groups(ds, stats, field).items():
+        # The snapshots read the chosen steps only (their index kept as the "step" coordinate),
+        # thinned to at most _MAX_POINTS cells per spatial axis.
+        snap = _thin(ds.isel({TIME: steps}), space).assign_coords(step=(TIME, steps)).load()
+        snap_stats = {k: _time_first(v, space) for k, v in _statistics(snap).items()}
+        local = list(range(len(steps)))
+        title_suffix = _ensemble_size(snap)
+        for what, rows in _groups(snap, snap_stats, field).items():
             if rows and steps:
                 title = f"{field}: {TITLES[what]}{title_suffix}"
-                fig = _snapshot_figure(rows, steps, space, title)
+                fig = _snapshot_figure(rows, local, space, title)
                 written.append(_save(fig, plots_dir / f"{field}_{what}.png"))
         series = _time_series_figure(stats, space, field, title_suffix)
         if series is not None:
             written.append(_save(series, plots_dir / f"{field}_time_series.png"))
-        for what, rows in _indexed_rows(ds, space).items():
+        for what, rows in _indexed_rows(snap, space).items():
             if steps:
-                title = f"{field}: {INDEXED_TITLES[what]}{_groups_suffix(ds)}"
-                fig = _snapshot_figure(rows, steps, space, title)
+                title = f"{field}: {INDEXED_TITLES[what]}{_groups_suffix(snap)}"
+                fig = _snapshot_figure(rows, local, space, title)
                 written.append(_save(fig, plots_dir / f"{field}_{what}.png"))
         if "sobol_first" in ds.data_vars:
             probes = _sobol_cells(ds, space, cells, results_path)
@@ -388,10 +398,14 @@ def _maps_figure(rows: list[Row], steps: list[int], space: tuple[str, ...], titl
         # very elongated grids would become slivers at equal aspect
         aspect = "equal" if max(nx, ny) <= 4 * min(nx, ny) else "auto"
         image = None
+        # the cells' own indices on the axes, also where the map is thinned
+        xs, ys = (np.asarray(row.data[d].values) if d in row.data.coords else np.arange(n)
+                  for d, n in ((xdim, nx), (ydim, ny)))
+        extent = (xs[0] - 0.5, xs[-1] + 0.5, ys[0] - 0.5, ys[-1] + 0.5)
         for ax, step, snap in zip(row_axes, steps, snaps, strict=True):
             image = ax.imshow(
                 snap, origin="lower", cmap=row.cmap, vmin=vmin, vmax=vmax,
-                interpolation="nearest", aspect=aspect,
+                interpolation="nearest", aspect=aspect, extent=extent,
             )
             ax.set_title(f"{row.label}\n{_step_label(row.data, step)}", fontsize=9)
             ax.set_xlabel(xdim)
@@ -510,11 +524,13 @@ def _limits(
 
 
 def _step_label(da: xr.DataArray, step: int) -> str:
-    label = f"time step {step}"
+    """Of position `step` along time; a subset of the steps keeps their index as "step"."""
+    index = int(da["step"].values[step]) if "step" in da.coords else step
+    label = f"time step {index}"
     if TIME in da.coords:
         value = da[TIME].values[step]
         # show the coordinate only when it says more than the index (e.g. a physical time)
-        if not (np.issubdtype(np.asarray(value).dtype, np.number) and value == step):
+        if not (np.issubdtype(np.asarray(value).dtype, np.number) and value == index):
             label += f" ({TIME} = {_format(value)})"
     return label
 
@@ -544,6 +560,13 @@ def _cell_axis(da: xr.DataArray) -> np.ndarray:
 
 def _cell_label(space: tuple[str, ...]) -> str:
     return space[0] if len(space) == 1 else "cell (flattened " + " x ".join(space) + ")"
+
+
+def _thin(ds: xr.Dataset, space: tuple[str, ...]) -> xr.Dataset:
+    """Every k-th cell along each spatial dim, at most _MAX_POINTS of them (lazy: only those
+    cells are read); a dim without coordinate gets the cell indices, for the profiles' x."""
+    ds = ds.assign_coords({d: np.arange(ds.sizes[d]) for d in space if d not in ds.coords})
+    return ds.isel({d: slice(None, None, -(-ds.sizes[d] // _MAX_POINTS)) for d in space})
 
 
 def _flat(da: xr.DataArray) -> np.ndarray:

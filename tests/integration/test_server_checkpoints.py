@@ -34,13 +34,13 @@ SA = {"mean": True, "variance": True, "skewness": True, "kurtosis": True, "min":
 
 
 def write_study(root: Path, sa: dict[str, Any], steps: int = STEPS, ranks: int = 1,
-                simulation_timeout: float = 600) -> StudyPaths:
+                simulation_timeout: float = 600, sims: int = 100) -> StudyPaths:
     paths = StudyPaths(root)
     paths.make_dirs()
     paths.study_file.write_text(json.dumps({
         "output_dir": str(root),
         "study_options": {"field_names": ["f"], "nb_time_steps": steps,
-                          "parameter_sweep_size": 100, "simulation_timeout": simulation_timeout},
+                          "parameter_sweep_size": sims, "simulation_timeout": simulation_timeout},
         "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
         "sa_config": sa,
         "client_config": {"executable_command": "unused"},
@@ -349,3 +349,30 @@ def test_sobol_restart_keeps_half_joined_groups_and_quantiles(
     np.testing.assert_array_equal(got["count"], 10)  # the A and B members
     for name, array in expected.items():
         np.testing.assert_allclose(got[name], array, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_finished_study_removes_its_checkpoints_unless_kept(
+    tmp_path: Path, servers: list[Server], keep: bool
+) -> None:
+    paths = write_study(tmp_path, {**SA, "checkpoint_interval": 0.05, "keep_checkpoints": keep})
+    servers.append(server := start(paths, secrets.token_bytes(16)))
+    run_client(server, 0)
+    wait_checkpoint_after(paths, 0)
+    run_client(server, 1)
+    log = server.finish()
+    assert bool(paths.server_checkpoints(0)) == keep, log
+    assert ("removed" in log) != keep
+
+
+def test_no_checkpoint_once_every_simulation_is_complete(tmp_path: Path,
+                                                         servers: list[Server]) -> None:
+    paths = write_study(tmp_path, {**SA, "checkpoint_interval": 0.05}, sims=2)
+    servers.append(server := start(paths, secrets.token_bytes(16)))
+    run_client(server, 0)
+    wait_checkpoint_after(paths, 0)  # periodic checkpoints while simulations remain
+    run_client(server, 1)  # the last one: acknowledged once complete on the server
+    written = checkpoints_logged(paths)
+    time.sleep(0.5)  # ten intervals, with a changed state
+    assert checkpoints_logged(paths) == written
+    server.finish()

@@ -24,10 +24,11 @@ def reference(x: np.ndarray, level: float) -> float:
         spread = high - low
         h = spread / math.sqrt(n)
         near = 0.5 / h if h > 0 and abs(xi - q) <= h else 0.0
-        f += (near - f) / n
+        fn = f + (near - f) / n
+        f = float(np.float32(fn))  # the state keeps the density in float32
         step = spread * math.sqrt(n)
-        if f > 0 and 1 / f < step:
-            step = 1 / f
+        if fn > 0 and 1 / fn < step:
+            step = 1 / fn
         q += step / n * (level - (1.0 if xi <= q else 0.0))
     return q
 
@@ -91,3 +92,33 @@ def test_no_sample_and_nan_samples() -> None:
 def test_quantiles_do_not_merge() -> None:
     with pytest.raises(ValueError, match="do not merge"):
         FieldStatistics(1, 1, SA).merge(FieldStatistics(1, 1, SA))
+
+
+FULL = SAConfig(skewness=True, kurtosis=True, min=True, max=True, threshold_exceedance=True,
+                threshold_values=[0.0, 1.0], quantiles=[0.05, 0.25, 0.5, 0.75, 0.95])
+
+
+def test_the_full_set_holds_in_128_bytes_per_cell_and_step() -> None:
+    steps, cells = 10, 10_000
+    assert FieldStatistics(steps, cells, FULL).nbytes <= 128 * steps * cells + 1024
+
+
+def test_quantiles_reading_the_min_and_max_statistics_give_the_same_estimates() -> None:
+    x = np.random.default_rng(2).normal(size=(200, 6))
+    alone = FieldStatistics(1, 6, SAConfig(mean=False, variance=False, quantiles=FULL.quantiles))
+    shared = FieldStatistics(1, 6, FULL)
+    for i, row in enumerate(x):
+        alone.update(0, 0, row, i)
+        shared.update(0, 0, row, i)
+    assert "quantile_low" in alone.state_dict() and "quantile_low" not in shared.state_dict()
+    np.testing.assert_array_equal(alone.results()["quantile"], shared.results()["quantile"])
+
+
+def test_a_nan_sample_makes_shared_quantiles_nan_as_np_quantile() -> None:
+    stats = FieldStatistics(1, 2, FULL)
+    stats.update(0, 0, np.array([1.0, 1.0]), 0)
+    stats.update(0, 0, np.array([np.nan, 2.0]), 1)
+    stats.update(0, 0, np.array([3.0, 3.0]), 2)
+    q = stats.results()["quantile"][:, 0]
+    assert np.isnan(q[:, 0]).all() and np.isfinite(q[:, 1]).all()
+    assert np.isnan(np.quantile([1.0, np.nan, 3.0], 0.5))

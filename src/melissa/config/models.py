@@ -183,11 +183,37 @@ class SAConfig(Section):
         default=30.0,
         ge=0,
         description="Seconds between two checkpoints of the server's state (statistics and what "
-        "was received) in output_dir/checkpoints; 0: only when the server is stopped (SIGTERM).",
+        "was received) in output_dir/checkpoints, at least 20 times what the last one took; 0: "
+        "only when the server is stopped (SIGTERM).",
+    )
+    keep_checkpoints: bool = Field(
+        default=False,
+        description="Keep the server's checkpoints once the results are written (by default a "
+        "finished study removes them).",
+    )
+    output_format: Literal["auto", "zarr", "netcdf"] = Field(
+        default="auto",
+        description="Results per field: zarr (statistics/<field>.zarr, written by every server "
+        "rank in parallel), netcdf (statistics/<field>.nc, one file gathered on rank 0: small "
+        "studies), auto: netcdf up to 256 MiB of results per field and without compression, "
+        "else zarr.",
+    )
+    output_dtype: Literal["float64", "float32"] = Field(
+        default="float64",
+        description="Type of the floating-point results in the files (the state stays float64); "
+        "counts and simulation ids stay integers.",
+    )
+    output_compression: Literal["none", "zstd", "lz4"] = Field(
+        default="none",
+        description="Compress the Zarr results (Blosc with byte shuffle): zstd is smaller, lz4 "
+        "faster. Needs Zarr output.",
     )
 
     @model_validator(mode="after")
     def _thresholds(self) -> SAConfig:
+        if self.output_compression != "none" and self.output_format == "netcdf":
+            raise ValueError("output_compression needs Zarr output: set output_format to zarr "
+                             "or auto")
         if self.threshold_exceedance and not self.threshold_values:
             raise ValueError("threshold_exceedance is true but threshold_values is empty")
         if any(not math.isfinite(t) for t in self.threshold_values):

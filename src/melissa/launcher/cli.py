@@ -93,9 +93,6 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
               scheduler: Scheduler | None = None) -> int:
     """Run (or resume) the study; the exit status. `scheduler`: the backend to use instead of
     the one launcher_config.scheduler names (bench/launcher_scale.py counts its calls)."""
-    # matplotlib only once there is something to plot
-    from melissa.plots import plot_convergence, plot_statistics
-
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
     if scheduler is None:
@@ -118,6 +115,9 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
         plots = list(outcome.plots)  # breed.png of an active-sampling study
         sa = loaded.config.sa_config  # None for a deep-learning study: nothing to plot
         if sa is not None and sa.plot_time_steps != []:
+            # matplotlib only once there is something to plot
+            from melissa.plots import plot_convergence, plot_statistics
+
             steps = sa.plot_time_steps
             for path in outcome.results:
                 plots += plot_statistics(path, study.paths.plots, steps, sa.plot_cells)

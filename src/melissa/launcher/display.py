@@ -123,7 +123,7 @@ def print_summary(
         console.print(f"server restart {i}: {reason}", soft_wrap=True, highlight=False)
     # soft_wrap: a path is never broken over two lines, whatever the terminal's width.
     console.print(f"[bold]Results[/bold] in {output_dir}:", soft_wrap=True)
-    lines = [("statistics" if p.suffix == ".nc" else "training", p) for p in results]
+    lines = [("statistics" if p.suffix in (".nc", ".zarr") else "training", p) for p in results]
     lines += [("plot", p) for p in plots]
     lines += [("parameters", output_dir / "parameters.csv"), ("logs", output_dir / "logs")]
     for label, path in lines:  # statistics: NetCDF; training: checkpoint and metrics

@@ -233,21 +233,27 @@ class Server:
             self.emit_status(time.monotonic())  # introduces this rank to rank 0
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
         next_status = time.monotonic() + _STATUS_PERIOD_S
-        interval = self.config.sa_config.checkpoint_interval if self.config.sa_config else 0.0
+        sa = self.config.sa_config
+        interval = sa.checkpoint_interval if sa is not None else 0.0
         periodic = self.checkpointing and interval > 0
         next_checkpoint = time.monotonic() + interval if periodic else float("inf")
+        expected = self.config.nb_simulations
         while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
                 if sock is up:
                     self.from_rank0(up.recv_multipart())
                     continue
-                for _ in range(_BATCH):
+                for i in range(_BATCH):
                     try:
                         frames = router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.handle(frames)
                     if self._finish_requested:
+                        break
+                    # Large chunks on a busy machine: the status (the launcher's heartbeat)
+                    # still goes out about once a period.
+                    if i % 16 == 15 and time.monotonic() >= next_status:
                         break
             if self._finish_pending and not self._finish_requested:
                 self.forward_finish()
@@ -257,9 +263,13 @@ class Server:
                 next_status = now + _STATUS_PERIOD_S
             self.relay.flush()
             if now >= next_checkpoint:
-                if self._changed:  # an idle server does not rewrite the same state
+                # Not for an idle server (the same state again), nor once every simulation is
+                # complete here: the results come next.
+                if self._changed and len(self.registry.completed) < expected:
                     self.try_checkpoint()
-                next_checkpoint = time.monotonic() + interval  # from the end: a slow disk
+                # From the end of the last one, so that a slow disk or a large state gets
+                # fewer (recovery.py: at most 5% of the time).
+                next_checkpoint = time.monotonic() + self.recovery.interval(interval)
         if self.stop_reason is not None:
             log.warning("stopping on %s before the study finished", self.stop_reason)
             if self.checkpointing:
@@ -269,12 +279,15 @@ class Server:
         self.emit_status(time.monotonic())  # the launcher's summary gets the final figures
         files = self.on_finish()
         self.emit(ResultsWritten(tuple(str(f) for f in files)).to_json())
+        if self.checkpointing and not (sa is not None and sa.keep_checkpoints):
+            self.recovery.remove()
         self.close()
         return files
 
     def close(self) -> None:
         if self.bad.total:
             log.warning("dropped %d bad messages: %s", self.bad.total, dict(self.bad.counts))
+        log.info("server rank %d: peak memory %.1f MB", self.rank, peak_memory() / 1e6)
         self.transport.close()
 
     # -- messages ------------------------------------------------------------------------------
@@ -549,6 +562,18 @@ HOOKS = frozenset({name for name in vars(Server) if name.startswith("on_")}
                   | {"checkpoint_state", "restore_state", "whole_fields"})
 _SEALED = frozenset(name for name in vars(Server)
                     if name not in HOOKS and not name.startswith("__"))
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (VmHWM of /proc/self/status; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _abandoned_ids(body: dict[str, Any]) -> list[int]:

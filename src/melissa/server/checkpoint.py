@@ -9,7 +9,7 @@ The header holds the format version, rank, ranks, sequence number, wall time, th
 metadata and, for each array, its name, dtype, shape and offset from the start of the data. No
 pickle: arrays are written as raw bytes, straight from their memory, and checksummed while they
 are written. A checkpoint is written to a temporary file in the same directory, fsynced, renamed
-over its final name and the directory fsynced, so a file with a final name is always complete;
+over its final name and the directory fsynced (atomic_write), so a final name is always complete;
 the checksum catches what happened to it afterwards (truncation, bit rot, a partial copy).
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from melissa.atomic import atomic_write
 from melissa.errors import CheckpointError
 from melissa.paths import StudyPaths
 
@@ -82,9 +82,8 @@ def write_checkpoint(
     }).encode()
     # A temporary file left by a rank killed while writing has this very name (the sequence after
     # the newest final file), so the next write replaces it.
-    tmp = final.with_name(final.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(final, durable=True) as tmp, open(tmp, "wb") as f:
             digest = hashlib.sha256()
             _put(f, digest, _PREFIX.pack(_MAGIC, len(header)) + header)
             _put(f, digest, bytes(_padded(_PREFIX.size + len(header)) - _PREFIX.size - len(header)))
@@ -92,13 +91,8 @@ def write_checkpoint(
                 _put(f, digest, data)
                 _put(f, digest, bytes(_padded(data.nbytes) - data.nbytes))
             f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
             nbytes = f.tell()
-        os.replace(tmp, final)
-        _fsync_directory(final.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from None
     for old in paths.server_checkpoints(rank)[KEEP:]:
         old.unlink(missing_ok=True)
@@ -181,12 +175,3 @@ def _put(f: BinaryIO, digest: Any, data: bytes | np.ndarray) -> None:
 
 def _padded(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

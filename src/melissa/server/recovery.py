@@ -1,6 +1,12 @@
 """A statistics server rank's checkpoints: its whole state (the registry, and the named arrays
 its subclass returns from `checkpoint_state`) written to a new file (checkpoint.py), and the
-newest valid one restored on start, collectively over the ranks."""
+newest valid one restored on start, collectively over the ranks.
+
+Cost: the interval between two periodic checkpoints is sa_config.checkpoint_interval, or 20
+times what the last one took if that is longer, so that writing them takes at most 5% of the
+study's time whatever the state's size. None is written once every simulation of the study is
+complete on this rank (the results come next, and a server lost then is rerun as before), and a
+study that wrote its results removes them (unless sa_config.keep_checkpoints)."""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from melissa.server.registry import Registry
 log = logging.getLogger("melissa.server")
 
 _REGISTRY = "registry/"  # prefix of the registry's arrays in a checkpoint
+_MAX_SHARE = 0.05  # of the wall time spent writing periodic checkpoints
 
 State = dict[str, np.ndarray]
 
@@ -40,6 +47,20 @@ class Recovery:
         self.comm = comm
         self.server_name = server_name
         self.sequence = 0
+        self.last_seconds = 0.0  # what the last checkpoint took to write
+
+    def interval(self, configured: float) -> float:
+        """Seconds from the end of a checkpoint to the next periodic one."""
+        return max(configured, self.last_seconds / _MAX_SHARE)
+
+    def remove(self) -> None:
+        """Delete this rank's checkpoints (the study's results are written)."""
+        removed = self.paths.server_checkpoints(self.rank)
+        for path in removed:
+            path.unlink(missing_ok=True)
+        if removed:
+            log.info("removed %d checkpoints of rank %d: the results are written "
+                     "(sa_config.keep_checkpoints keeps them)", len(removed), self.rank)
 
     def checkpoint(self, state: State) -> Path:
         """Write this rank's registry and `state` to a new checkpoint."""
@@ -51,6 +72,7 @@ class Recovery:
         written = write_checkpoint(self.paths, self.rank, self.ranks, self.sequence,
                                    arrays, {"registry": meta, "server": self.server_name})
         self.sequence += 1
+        self.last_seconds = written.seconds
         log.info("checkpoint %s: %.1f MB in %.3f s (%.0f MB/s)", written.path,
                  written.nbytes / 1e6, written.seconds,
                  written.nbytes / 1e6 / max(written.seconds, 1e-9))

@@ -1,19 +1,22 @@
-"""NetCDF results of the sensitivity-analysis server: a file per field, a variable per statistic.
+"""Results of the sensitivity-analysis server: a dataset per field, a variable per statistic.
 
 Arrays come from `FieldStatistics.results()` as (time, cell), or (threshold, time, cell); when the
-field's global shape is known, cells are unflattened in C order into named spatial dims.
+field's global shape is known, cells are unflattened in C order into named spatial dims. This
+module writes the single NetCDF file (small studies, gathered on rank 0) and names the variables,
+dims and attributes that the parallel Zarr store (zarr_output.py) shares with it.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from melissa.atomic import atomic_write
 
 CONVENTIONS = {
     "mean": "np.mean(x)",
@@ -68,16 +71,22 @@ def write_field_results(
     attrs: dict[str, str | int | float],
     parameters: Sequence[str] = (),
     quantile_levels: Sequence[float] = (),
+    dtype: str = "float64",
 ) -> None:
     """Write one field's statistics to the NetCDF4 file `path`, atomically (temp file in the same
     directory, fsync, rename): readers see the old file or the complete new one. Arrays with a
     leading axis: threshold_exceedance (threshold), quantile (quantile_level), sobol_*
-    (parameter, named by `parameters`)."""
+    (parameter, named by `parameters`). dtype: of the floating-point variables in the file."""
     leading: dict[str, list[float] | list[str]] = {
         "threshold": list(thresholds), "quantile_level": list(quantile_levels),
         "parameter": list(parameters)}
     dataset = _dataset(field, results, shape=shape, leading=leading, attrs=attrs)
-    _write_atomically(dataset, Path(path))
+    if dtype != "float64":
+        for variable in dataset.data_vars.values():
+            if variable.dtype.kind == "f":
+                variable.encoding["dtype"] = np.dtype(dtype)
+    with atomic_write(Path(path), durable=True) as tmp:
+        dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
 
 
 def read_field_results(path: Path) -> xr.Dataset:
@@ -97,10 +106,10 @@ def _dataset(
     if "count" not in results or np.ndim(results["count"]) != 2:
         raise ValueError(f"field {field!r}: results need a (time, cell) 'count' array")
     nb_time_steps, n_cells = results["count"].shape
-    dims, grid = _cell_dims(field, n_cells, shape)
+    dims, grid = cell_dims(field, n_cells, shape)
     variables = {}
     for name, array in results.items():
-        lead = _leading_dim(name)
+        lead = leading_dim(name)
         expected = tuple(len(leading[d]) for d in lead) + (nb_time_steps, n_cells)
         if array.shape != expected:
             raise ValueError(
@@ -109,23 +118,28 @@ def _dataset(
         variables[name] = xr.Variable(
             (*lead, "time", *dims),
             array.reshape(array.shape[:-1] + grid),
-            attrs={"long_name": LONG_NAMES.get(name, name)},
+            attrs={"long_name": long_name(name)},
         )
     coords: dict[str, np.ndarray] = {"time": np.arange(nb_time_steps)}
     for name in results:
-        for dim in _leading_dim(name):
+        for dim in leading_dim(name):
             values = leading[dim]
             coords[dim] = np.asarray(values, dtype=str if dim == "parameter" else np.float64)
-    conventions = {k: v for k, v in CONVENTIONS.items() if k in results}
-    undefined = UNDEFINED + ("; " + SOBOL_UNDEFINED if "sobol_first" in results else "")
-    return xr.Dataset(
-        variables,
-        coords=coords,
-        attrs={"field": field, "undefined_values": undefined, **conventions, **attrs},
-    )
+    return xr.Dataset(variables, coords=coords, attrs=dataset_attrs(field, list(results), attrs))
 
 
-def _leading_dim(name: str) -> tuple[str, ...]:
+def long_name(name: str) -> str:
+    return LONG_NAMES.get(name, name)
+
+
+def dataset_attrs(field: str, names: list[str], attrs: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's attributes: field, conventions of the variables `names`, then `attrs`."""
+    conventions = {k: v for k, v in CONVENTIONS.items() if k in names}
+    undefined = UNDEFINED + ("; " + SOBOL_UNDEFINED if "sobol_first" in names else "")
+    return {"field": field, "undefined_values": undefined, **conventions, **attrs}
+
+
+def leading_dim(name: str) -> tuple[str, ...]:
     """The dimension before (time, cells) of a result array, if any."""
     if name == "threshold_exceedance":
         return ("threshold",)
@@ -136,7 +150,7 @@ def _leading_dim(name: str) -> tuple[str, ...]:
     return ()
 
 
-def _cell_dims(
+def cell_dims(
     field: str, n_cells: int, shape: tuple[int, ...] | None
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """Dim names and sizes of the cells: flat "cell", or the field's global shape."""
@@ -146,22 +160,3 @@ def _cell_dims(
         raise ValueError(f"field {field!r}: shape {shape} does not hold its {n_cells} cells")
     names = _SPATIAL_DIMS.get(len(shape), tuple(f"dim_{i}" for i in range(len(shape))))
     return names, tuple(shape)
-
-
-def _write_atomically(dataset: xr.Dataset, path: Path) -> None:
-    # Not mkstemp: its 0600 mode would outlive the rename; netCDF creates the file per the umask.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # The rename itself is durable only once the directory entry is on disk.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -18,17 +18,19 @@ from typing import Any
 import numpy as np
 
 from melissa import __version__
-from melissa.protocol import cell_range
+from melissa.protocol import cell_range, cell_ranges
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
 from melissa.server.sa.groups import GroupJoin
-from melissa.server.sa.output import write_field_results
+from melissa.server.sa.output import leading_dim, write_field_results
+from melissa.server.sa.zarr_output import ZarrResults
 from melissa.server.stats import FieldStatistics, compile_kernels
 from melissa.server.stats.sobol import SobolState
 
 log = logging.getLogger("melissa.server")
 
 _CONVERGENCE_PERIOD_S = 5.0
+_NETCDF_MAX_BYTES = 256 << 20  # auto output: one NetCDF file per field up to this size
 _CONVERGENCE_COLUMNS = ("elapsed_s", "field", "groups", "widest_first", "widest_total",
                         "join_mb")
 
@@ -132,38 +134,103 @@ class SensitivityServer(Server):
         for name, field_id in self.registry.field_ids.items():
             # Collective over ranks, in config order: every rank takes part for every field,
             # even one it never heard of (a client may have died between two HELLOs).
-            stats = self.statistics.get(field_id)
-            local = (self.registry.fields[field_id], self._results(field_id)) if stats else None
-            parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
-            if self.rank != 0:
-                continue
-            known = [p for p in parts if p is not None]
+            info = self.registry.fields[field_id] if field_id in self.statistics else None
+            mine = (info.global_size, info.shape) if info is not None else None
+            known = [k for k in (self.comm.allgather(mine) if self.comm else [mine]) if k]
             if not known:
-                log.warning("field %r: no simulation sent it, no results written", name)
+                if self.rank == 0:
+                    log.warning("field %r: no simulation sent it, no results written", name)
                 continue
-            info = known[0][0]
+            global_size = known[0][0]
+            shape = next((k[1] for k in known if k[1] is not None), None)
             started = time.monotonic()
-            results = self._assemble(info, [p[1] if p else None for p in parts])
-            path = self.paths.field_results(name)
-            sa = self.config.sa
-            write_field_results(
-                path,
-                name,
-                results,
-                shape=info.shape,
-                thresholds=list(sa.threshold_values) if sa.threshold_exceedance else [],
-                parameters=[p.name for p in self.config.parameters] if self.sobol else [],
-                quantile_levels=list(sa.quantiles),
-                attrs={
-                    "melissa_version": __version__,
-                    "simulations_complete": self.simulations_complete,
-                    "simulations_seen": len(self.registry.simulations),
-                    "server_ranks": self.ranks,
-                },
-            )
-            log.info("wrote %s in %.2f s", path, time.monotonic() - started)
-            written.append(path)
+            if self._zarr(global_size):
+                path = self._write_zarr(name, field_id, global_size, shape)
+            elif (gathered := self._write_netcdf(name, field_id, shape)) is not None:
+                path = gathered
+            else:
+                continue
+            if self.rank == 0:
+                log.info("wrote %s in %.2f s", path, time.monotonic() - started)
+                written.append(path)
         return written
+
+    def _variables(self) -> dict[str, np.dtype]:
+        """The result variables and their dtypes in the files."""
+        specs = FieldStatistics(1, 1, self.config.sa).results()
+        if self.sobol:
+            specs.update(SobolState(self.group_size - 2, 1, 1).results())
+        floats = np.dtype(self.config.sa.output_dtype)
+        return {k: floats if v.dtype.kind == "f" else v.dtype for k, v in specs.items()}
+
+    def _leading(self) -> dict[str, list[float] | list[str]]:
+        sa = self.config.sa
+        return {"threshold": list(sa.threshold_values) if sa.threshold_exceedance else [],
+                "quantile_level": list(sa.quantiles),
+                "parameter": [p.name for p in self.config.parameters] if self.sobol else []}
+
+    def _attrs(self) -> dict[str, str | int | float]:
+        return {
+            "melissa_version": __version__,
+            "simulations_complete": self.simulations_complete,
+            "simulations_seen": len(self.registry.simulations),
+            "server_ranks": self.ranks,
+        }
+
+    def _zarr(self, global_size: int) -> bool:
+        """sa_config.output_format; auto: NetCDF up to _NETCDF_MAX_BYTES per field, uncompressed."""
+        sa = self.config.sa
+        if sa.output_format != "auto":
+            return sa.output_format == "zarr"
+        leading = self._leading()
+        steps = self.config.study_options.nb_time_steps
+        nbytes = sum(math.prod(len(leading[d]) for d in leading_dim(name)) * dtype.itemsize
+                     for name, dtype in self._variables().items()) * steps * global_size
+        return sa.output_compression != "none" or nbytes > _NETCDF_MAX_BYTES
+
+    def _write_zarr(self, name: str, field_id: int, global_size: int,
+                    shape: tuple[int, ...] | None) -> Path:
+        """Every rank writes its own cells: no gather."""
+        start, stop = cell_range(global_size, self.ranks, self.rank)
+        stats = self.statistics.get(field_id)
+        if stats is None:  # this rank never heard of the field: empty statistics for its cells
+            stats = FieldStatistics(self.config.study_options.nb_time_steps, stop - start,
+                                    self.config.sa)
+        join = self.sobol.get(field_id)
+        sobol = join.state.results() if join is not None else {}
+
+        def results(steps: slice) -> dict[str, np.ndarray]:
+            out = stats.results(steps)
+            out.update({k: v[..., steps, :] for k, v in sobol.items()})
+            return out
+
+        writer = ZarrResults(
+            self.paths.field_results(name, zarr=True), name,
+            nb_time_steps=self.config.study_options.nb_time_steps, shape=shape,
+            global_size=global_size, leading=self._leading(), variables=self._variables(),
+            ranges=cell_ranges(global_size, self.ranks), rank=self.rank, comm=self.comm,
+            compression=self.config.sa.output_compression, durable=True,
+        )
+        return writer.write(results, self._attrs())
+
+    def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None
+                      ) -> Path | None:
+        """Small studies: one file, every rank's cells gathered on rank 0."""
+        stats = self.statistics.get(field_id)
+        local = (self.registry.fields[field_id], self._results(field_id)) if stats else None
+        parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
+        if self.rank != 0:
+            return None
+        info = next(p[0] for p in parts if p is not None)
+        results = self._assemble(info, [p[1] if p else None for p in parts])
+        path = self.paths.field_results(name)
+        write_field_results(
+            path, name, results, shape=shape, thresholds=[float(t) for t in self._leading()["threshold"]],
+            parameters=[str(p) for p in self._leading()["parameter"]],
+            quantile_levels=list(self.config.sa.quantiles), attrs=self._attrs(),
+            dtype=self.config.sa.output_dtype,
+        )
+        return path
 
     def _results(self, field_id: int) -> dict[str, np.ndarray]:
         out = self.statistics[field_id].results()

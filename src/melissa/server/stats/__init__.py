@@ -4,7 +4,11 @@ Per time step and cell, the state holds only what the SAConfig selection needs (
 moment sums up to `moment_order`; extrema with simulation ids; exceedance counts), plus the sample
 counts, piecewise constant over the cells of each time step (counts.py). One fused kernel pass per
 incoming chunk updates it (kernels.py). States built from disjoint samples merge (moments.py,
-extrema.py, threshold.py). Conventions: docs/statistics.md.
+extrema.py, threshold.py). Conventions and the bytes of each statistic: docs/statistics.md.
+
+The arrays are allocated untouched (no page is written, so no memory is committed) and each time
+step's row gets its initial values on its first update: a large state costs no stall before the
+first update, only the page faults each step would cost anyway, spread over the ingest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from melissa.server.stats.counts import SegmentedCounts
 
 _MOMENTS = ("mean", "m2", "m3", "m4")
 _FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
+# Simulation ids and exceedance counts fit 32 bits (fewer than 2^31 simulations); the quantile
+# density is a step size (quantiles.py): float32. The moments stay float64.
+_ID, _COUNT32, _DENSITY = np.dtype(np.int32), np.dtype(np.int32), np.dtype(np.float32)
 _INPUT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 _COUNT_ARRAYS = ("shape", "count_offsets", "count_starts", "count_values")
 # A merge goes segment by segment (scalar counts) while a time step has at most this many segments
@@ -37,10 +44,15 @@ class FieldStatistics:
         self._sa = sa
         self._shape = (nb_time_steps, n_cells)
         self._counts = SegmentedCounts(nb_time_steps, n_cells)
-        self._state = {
-            name: np.full(shape, fill, dtype)
-            for name, (shape, dtype, fill) in _layout(nb_time_steps, n_cells, sa).items()
-        }
+        self._state = {}
+        self._fills: dict[str, float | int] = {}  # per-step arrays: their initial value
+        for name, (shape, dtype, fill) in _layout(nb_time_steps, n_cells, sa).items():
+            if len(shape) == 1:  # thresholds, quantile levels
+                self._state[name] = np.array(fill, dtype)
+            else:
+                self._state[name] = np.empty(shape, dtype)
+                self._fills[name] = fill  # type: ignore[assignment]
+        self._ready = np.zeros(nb_time_steps, bool)  # rows that hold their initial values
         self._bind()
 
     def update(self, time_step: int, start: int, data: np.ndarray, simulation_id: int) -> None:
@@ -65,6 +77,8 @@ class FieldStatistics:
         if simulation_id < 0:
             raise ValueError(f"simulation id must be >= 0, got {simulation_id}")
         if data.shape[0]:
+            if not self._ready[time_step]:
+                self._initialise(slice(time_step, time_step + 1))
             end = start + data.shape[0]
             counts = self._counts
             first, last = counts.cover(time_step, start, end)
@@ -75,9 +89,11 @@ class FieldStatistics:
             )
             if self._sa.quantiles:
                 s = self._state
+                own = "quantile_low" in s
                 quantiles.update(data, time_step, start, segments, s["quantile_levels"],
-                                 s["quantile"], s["quantile_density"], s["quantile_low"],
-                                 s["quantile_high"])
+                                 s["quantile"], s["quantile_density"],
+                                 s["quantile_low" if own else "minimum"],
+                                 s["quantile_high" if own else "maximum"], own)
             counts.increment(time_step, first, last)
 
     def merge(self, other: FieldStatistics) -> None:
@@ -87,6 +103,8 @@ class FieldStatistics:
         if self._sa.quantiles:
             raise ValueError("quantile estimates depend on the order of the samples and do not "
                              "merge: split server ranks by cells, never by samples")
+        self._initialise(slice(None))
+        other._initialise(slice(None))
         _check_compatible(self._state, other._state)
         if self.shape != other.shape:
             raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
@@ -107,14 +125,18 @@ class FieldStatistics:
                 a["threshold_exceedance"], b["threshold_exceedance"]
             )
 
-    def results(self) -> dict[str, np.ndarray]:
-        """Output arrays by name. Always "count" (time, cell) int64. Then, as selected in SAConfig:
-        "mean", "variance", "skewness", "kurtosis" (time, cell) float64; "minimum",
-        "minimum_simulation", "maximum", "maximum_simulation" (time, cell; ids int64, -1 where
-        count is 0); "threshold_exceedance" (threshold, time, cell) int64; "quantile" (level,
-        time, cell) float64."""
-        s, sa = self._state, self._sa
-        n = self._counts.expand()
+    def results(self, steps: slice = slice(None)) -> dict[str, np.ndarray]:
+        """Output arrays by name, of the time steps `steps` (all by default: a writer takes a
+        few at a time, so that they never cost much memory next to the state). Always "count"
+        (time, cell) int64. Then, as selected in SAConfig: "mean", "variance", "skewness",
+        "kurtosis" (time, cell) float64; "minimum", "minimum_simulation", "maximum",
+        "maximum_simulation" (time, cell; ids int32, -1 where count is 0);
+        "threshold_exceedance" (threshold, time, cell) int32; "quantile" (level, time, cell)
+        float64."""
+        sa = self._sa
+        self._initialise(steps)
+        s = {name: a[..., steps, :] if a.ndim > 1 else a for name, a in self._state.items()}
+        n = self._counts.expand(steps)
         out = {"count": n}
         if sa.mean:
             out["mean"] = moments.mean(n, s["mean"])
@@ -133,12 +155,13 @@ class FieldStatistics:
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The raw state, all int64 or float64 arrays: "shape" [nb_time_steps, n_cells]; the
+        """The raw state (dtypes as in docs/statistics.md, Memory): "shape" [nb_time_steps, n_cells]; the
         count segments (counts.py) as "count_offsets" (nb_time_steps + 1), "count_starts" and
         "count_values" (one entry per segment: time step t has entries count_offsets[t] ..
         count_offsets[t + 1] - 1); then the state arrays of the selection. All read-only. The
         count arrays are a snapshot; the others are views, not copies, that change with later
         updates."""
+        self._initialise(slice(None))
         offsets, starts, values = self._counts.to_arrays()
         views = {
             "shape": np.array(self.shape, _INT), "count_offsets": offsets,
@@ -171,6 +194,8 @@ class FieldStatistics:
             state["count_values"],
         )
         stats._state = {}
+        stats._fills = {}
+        stats._ready = np.ones(nb_time_steps, bool)
         for name, (shape_, dtype, _) in _layout(nb_time_steps, n_cells, sa).items():
             if name not in state:
                 raise ValueError(f"state lacks {name!r}, which the statistics selection needs")
@@ -210,10 +235,17 @@ class FieldStatistics:
         return (sum(array.nbytes for array in self._state.values())
                 + 8 * (2 + self.shape[0] + 1 + 2 * nb_segments))
 
+    def _initialise(self, steps: slice) -> None:
+        """Give the rows `steps` that have not been used yet their initial values."""
+        for t in np.flatnonzero(~self._ready[steps]) + (steps.start or 0):
+            for name, fill in self._fills.items():
+                self._state[name][..., t, :] = fill
+        self._ready[steps] = True
+
     def _bind(self) -> None:
         """The kernel's state arguments, with empty arrays for what is not tracked."""
         s = self._state
-        empty_f, empty_i = np.empty((0, 0), _FLOAT), np.empty((0, 0), _INT)
+        empty_f, empty_i = np.empty((0, 0), _FLOAT), np.empty((0, 0), _ID)
         self._kernel_state = (
             *(s.get(m, empty_f) for m in _MOMENTS),
             s.get("minimum", empty_f),
@@ -221,7 +253,7 @@ class FieldStatistics:
             s.get("maximum", empty_f),
             s.get("maximum_simulation", empty_i),
             s.get("thresholds", np.empty(0, _FLOAT)),
-            s.get("threshold_exceedance", np.empty((0, 0, 0), _INT)),
+            s.get("threshold_exceedance", np.empty((0, 0, 0), _COUNT32)),
         )
 
 
@@ -243,18 +275,19 @@ def _layout(
     for side, selected in (("minimum", sa.min), ("maximum", sa.max)):
         if selected:
             layout[side] = (shape, _FLOAT, np.nan)
-            layout[f"{side}_simulation"] = (shape, _INT, extrema.NO_SIMULATION)
+            layout[f"{side}_simulation"] = (shape, _ID, extrema.NO_SIMULATION)
     if sa.threshold_exceedance:
         k = len(sa.threshold_values)
         layout["thresholds"] = ((k,), _FLOAT, sa.threshold_values)
-        layout["threshold_exceedance"] = ((k, *shape), _INT, 0)
+        layout["threshold_exceedance"] = ((k, *shape), _COUNT32, 0)
     if sa.quantiles:
         levels = len(sa.quantiles)
         layout["quantile_levels"] = ((levels,), _FLOAT, sa.quantiles)
         layout["quantile"] = ((levels, *shape), _FLOAT, np.nan)
-        layout["quantile_density"] = ((levels, *shape), _FLOAT, 0.0)
-        layout["quantile_low"] = (shape, _FLOAT, np.nan)
-        layout["quantile_high"] = (shape, _FLOAT, np.nan)
+        layout["quantile_density"] = ((levels, *shape), _DENSITY, 0.0)
+        if not (sa.min and sa.max):  # else the quantiles read the min and max statistics
+            layout["quantile_low"] = (shape, _FLOAT, np.nan)
+            layout["quantile_high"] = (shape, _FLOAT, np.nan)
     return layout
 
 

@@ -103,14 +103,14 @@ class SegmentedCounts:
     def nb_segments(self) -> int:
         return sum(len(s) for s in self.starts)
 
-    def expand(self) -> np.ndarray:
-        """The count of every cell: (nb_time_steps, n_cells) int64."""
-        if self.n_cells == 0:
-            return np.zeros((len(self.starts), 0), _INT)
-        offsets, starts, values = self.to_arrays()
-        ends = np.append(starts[1:], self.n_cells)
-        ends[offsets[1:] - 1] = self.n_cells  # the last segment of each step
-        return np.repeat(values, ends - starts).reshape(len(self.starts), self.n_cells)
+    def expand(self, steps: slice = slice(None)) -> np.ndarray:
+        """The count of every cell of the time steps `steps`: (steps, n_cells) int64."""
+        rows = range(len(self.starts))[steps]
+        out = np.empty((len(rows), self.n_cells), _INT)
+        for row, t in zip(out, rows):
+            lengths = np.diff(self.starts[t] + [self.n_cells])
+            row[:] = np.repeat(np.array(self.counts[t], _INT), lengths)
+        return out
 
     def to_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat int64 arrays (offsets, starts, counts): step t's segments are entries

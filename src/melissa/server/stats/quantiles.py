@@ -17,9 +17,14 @@ at n = 1000 the rank error |F_n(q̂) − α| averages 0.002–0.01 over normal, 
 log-normal and bimodal cells, 2 to 10 times less than plain Robbins–Monro except in heavy upper
 tails (α = 0.95 of exponential/log-normal: 0.005–0.009 against 0.004–0.005).
 
-State per level and cell: q and f̂; per cell: the running min and max (C_n = max − min). The
-estimate depends on the order of the samples, so it is not mergeable: server ranks split cells,
-never samples. NaN samples leave the estimate unchanged (they still count in `count`).
+State per level and cell: q (float64) and f̂ (float32: a step size, whose rounding moves no
+estimate by more than the estimate's own noise); per cell: the running min and max (C_n = max −
+min). When the min and max statistics are selected, the kernel reads theirs instead of keeping
+its own (`own_extremes` false): 8 + 4 bytes per level, nothing per cell. The estimate depends on
+the order of the samples, so it is not mergeable: server ranks split cells, never samples.
+NaN samples: with its own extremes, a NaN sample leaves the estimate unchanged (it still counts in
+`count`); sharing the min and max statistics, which a NaN makes NaN as np.min does, the cell's
+quantiles are NaN from then on, as np.quantile's of a sample with a NaN.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from numba import njit
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
 def update(
     x: np.ndarray, t: int, start: int, segments: np.ndarray, levels: np.ndarray,
-    q: np.ndarray, density: np.ndarray, low: np.ndarray, high: np.ndarray,
+    q: np.ndarray, density: np.ndarray, low: np.ndarray, high: np.ndarray, own_extremes: bool,
 ) -> None:
     """Add sample `x` (1-D float64/float32) to row `t`, cells [start, start + len(x)).
 
     segments: as for kernels.update (the counts before this sample, by segment). levels: (L,)
-    float64; q, density: (L, T, C) float64; low, high: (T, C) float64 running extremes."""
+    float64; q: (L, T, C) float64; density: (L, T, C) float32; low, high: (T, C) float64 running
+    extremes, kept here if `own_extremes`, else the min and max statistics (already updated with
+    this sample, NaN once a NaN came)."""
     k = segments.shape[0] // 2
     for s in range(k):
         n = segments[k + 1 + s] + 1  # samples, this one included
@@ -46,17 +53,23 @@ def update(
         root = math.sqrt(n)
         for c in range(segments[s], segments[s + 1]):
             xi = np.float64(x[c - start])
+            if not own_extremes and (np.isnan(low[t, c]) or np.isnan(high[t, c])):
+                for j in range(levels.shape[0]):
+                    q[j, t, c] = np.nan
+                continue
             if np.isnan(xi):
                 continue
-            if n == 1 or np.isnan(low[t, c]):
-                low[t, c] = xi
-                high[t, c] = xi
+            if n == 1 or (own_extremes and np.isnan(low[t, c])):
+                if own_extremes:
+                    low[t, c] = xi
+                    high[t, c] = xi
                 for j in range(levels.shape[0]):
                     q[j, t, c] = xi
                     density[j, t, c] = 0.0
                 continue
-            low[t, c] = min(low[t, c], xi)
-            high[t, c] = max(high[t, c], xi)
+            if own_extremes:
+                low[t, c] = min(low[t, c], xi)
+                high[t, c] = max(high[t, c], xi)
             spread = high[t, c] - low[t, c]
             bandwidth = spread / root
             for j in range(levels.shape[0]):
@@ -64,7 +77,8 @@ def update(
                 near = 0.0
                 if bandwidth > 0.0 and abs(xi - qj) <= bandwidth:
                     near = 0.5 / bandwidth
-                f = density[j, t, c] + (near - density[j, t, c]) * rate
+                f = np.float64(density[j, t, c])
+                f = f + (near - f) * rate
                 density[j, t, c] = f
                 step = spread * root
                 if f > 0.0 and 1.0 / f < step:
