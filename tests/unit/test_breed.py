@@ -100,7 +100,7 @@ def test_breeder_generations_in_study_db_survive_a_restart(tmp_path: Path) -> No
     store = StateStore(db)
     store.init_study("00" * 16, "{}", ["a", "b"])
     now = [0.0]
-    breeder = Breeder(config, db, clock=lambda: now[0])  # type: ignore[arg-type]
+    breeder = Breeder(config, store.connection, clock=lambda: now[0])  # type: ignore[arg-type]
     store.add_simulations(breeder.first_generation())
     assert len(store.simulations()) == 3 and not breeder.step(store)  # generation 0 runs
     for sim in range(3):
@@ -117,9 +117,10 @@ def test_breeder_generations_in_study_db_survive_a_restart(tmp_path: Path) -> No
         assert 10 <= r.parameters[0] <= 20 and 1 <= r.parameters[1] <= 100
     bred = dict(breeder.bred)
     assert {b.parent for s, b in bred.items() if s >= 3} <= {None, 0, 1}
-    breeder.close()
+    store.close()
 
-    again = Breeder(config, db)  # type: ignore[arg-type]  # a resumed launcher
+    store = StateStore(db)  # a resumed launcher
+    again = Breeder(config, store.connection)  # type: ignore[arg-type]
     assert again.generation == 1 and not again.done
     assert {s: (b.generation, b.parent, b.fitness) for s, b in again.bred.items()} == {
         s: (b.generation, b.parent, b.fitness) for s, b in bred.items()}
@@ -130,7 +131,9 @@ def test_breeder_generations_in_study_db_survive_a_restart(tmp_path: Path) -> No
     assert list(table[0])[:6] == ["simulation_id", "a", "b", "generation", "parent", "fitness"]
     assert (table[0]["generation"], table[0]["fitness"]) == ("0", "2.0")
     assert table[2]["fitness"] == "" and table[4]["generation"] == "1"
-    again.close()
+    with store.batch():  # fitness and a generation inside one of the store's transactions
+        again.on_fitness(2, 1.0)
+        assert again.step(store) is False  # generation 1 has not run yet
     store.close()
 
 

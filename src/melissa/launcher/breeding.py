@@ -51,8 +51,9 @@ class Bred:
 
 
 class Breeder:
-    def __init__(self, config: StudyConfig, db: Path,
+    def __init__(self, config: StudyConfig, conn: sqlite3.Connection,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """`conn`: the StateStore's connection to study.db (`StateStore.connection`)."""
         self.config = config
         self.options = config.sampling.breed
         self.budget = config.study_options.parameter_sweep_size
@@ -64,16 +65,13 @@ class Breeder:
         self.held_out = config.dl_config.validation_simulations(self.budget)
         self._clock = clock
         self._waiting_since: float | None = None
-        self._conn = sqlite3.connect(db, isolation_level=None)
+        self._conn = conn
         self._conn.execute(_SCHEMA)
         self.bred: dict[int, Bred] = {
             int(sim): Bred(int(g), None if p is None else int(p), np.array(json.loads(u)),
                            None if f is None else float(f))
             for sim, g, p, u, f in self._conn.execute("SELECT * FROM breed ORDER BY 1")
         }
-
-    def close(self) -> None:
-        self._conn.close()
 
     @property
     def done(self) -> bool:
@@ -140,15 +138,23 @@ class Breeder:
     def _record(self, generation: int, first_id: int,
                 children: list[Child]) -> list[tuple[int, list[float]]]:
         rows = []
-        with self._conn:
-            self._conn.execute("BEGIN")
+        nested = self._conn.in_transaction  # inside one of the store's batches
+        self._conn.execute("SAVEPOINT breed" if nested else "BEGIN IMMEDIATE")
+        try:
             for i, child in enumerate(children):
                 sim = first_id + i
-                self.bred[sim] = Bred(generation, child.parent, child.unit, None)
                 self._conn.execute("INSERT INTO breed VALUES (?, ?, ?, ?, NULL)",
                                    (sim, generation, child.parent,
                                     json.dumps(child.unit.tolist())))
                 rows.append((sim, self._values(child.unit)))
+        except BaseException:
+            self._conn.execute("ROLLBACK TO breed" if nested else "ROLLBACK")
+            if nested:
+                self._conn.execute("RELEASE breed")
+            raise
+        self._conn.execute("RELEASE breed" if nested else "COMMIT")
+        for i, child in enumerate(children):
+            self.bred[first_id + i] = Bred(generation, child.parent, child.unit, None)
         return rows
 
     def _values(self, unit: np.ndarray) -> list[float]:

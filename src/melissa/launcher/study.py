@@ -91,7 +91,7 @@ class Study:
         self._command = shlex.split(self.config.client_config.executable_command)
         self._client_env = job_environment(**self.config.client_config.environment)
         # sampling.method "breed": generations bred from the server's fitness (breeding.py).
-        self.breeder = (Breeder(self.config, self.paths.state_db)
+        self.breeder = (Breeder(self.config, store.connection)
                         if self.config.sampling.method == "breed" else None)
         self.policy = FaultPolicy.from_config(self.config)
         self.job_limit = JobLimitControl(self.paths.job_limit,
@@ -530,8 +530,6 @@ class Study:
         self.server.close()
         self.write_report()
         self.store.close()
-        if self.breeder is not None:
-            self.breeder.close()
 
 
 def _new_sampler(loaded: LoadedConfig) -> Sampler:
