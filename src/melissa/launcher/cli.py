@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,11 @@ from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.schedulers import make_scheduler
 from melissa.launcher.schedulers.base import Scheduler
+from melissa.launcher.schedulers.registry import backend
 from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
 from melissa.paths import StudyPaths
+from melissa.protocol.address import LAUNCHER_HOSTS_ENV, launcher_hosts
 
 log = logging.getLogger("melissa.launcher")
 
@@ -95,8 +98,21 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
     the one launcher_config.scheduler names (bench/launcher_scale.py counts its calls)."""
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
+    # Every job inherits it: a server on another node advertises the address that routes here.
+    local = backend(launcher_config.scheduler).local
+    os.environ.setdefault(LAUNCHER_HOSTS_ENV, ",".join(launcher_hosts(local)))
+    server = loaded.config.server_config
+    if not local and server.interface is None and server.bind_address.startswith("127."):
+        console.print(
+            f"Note: server_config.bind_address is {server.bind_address}, which only the "
+            "server's own node reaches; on a cluster of several nodes set it to 0.0.0.0 "
+            "(docs/schedulers.md).", soft_wrap=True)
     if scheduler is None:
-        scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+        try:
+            scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+        except MelissaError as exc:
+            _error(str(exc))
+            return 1
     study: Study | None = None
     api: StatusAPI | None = None
     try:

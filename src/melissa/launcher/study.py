@@ -128,7 +128,7 @@ class Study:
                 f"output_dir {root} exists and is not empty: choose another output_dir"
             )
         paths.make_dirs()
-        _log_to_file(paths)
+        _log_to_file(paths, config.launcher_config.log_level)
 
         study_json = config.model_dump(mode="json")
         study_json["output_dir"] = str(root)
@@ -170,7 +170,7 @@ class Study:
                 store.close()
                 return None
             _check_same_study(loaded, paths, json.loads(info["config_json"]))
-            _log_to_file(paths)
+            _log_to_file(paths, loaded.config.launcher_config.log_level)
             sampler = _new_sampler(loaded)
             sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
             study = cls(loaded, scheduler, store, sampler, info["token_hex"])
@@ -263,6 +263,8 @@ class Study:
             MELISSA_STUDY_TOKEN=self.token_hex,
             MELISSA_ATTEMPT=str(record.attempt),
             MELISSA_PARAMETERS=json.dumps(dict(zip(self.parameter_names, record.parameters))),
+            # Melissa's Fortran API matches its names (no NUL needed) against these.
+            MELISSA_FIELD_NAMES=",".join(self.config.study_options.field_names),
         )
         if self.server.key is not None:
             env["MELISSA_SERVER_KEY"] = self.server.key
@@ -556,8 +558,9 @@ def _check_same_study(loaded: LoadedConfig, paths: StudyPaths, stored: dict[str,
         )
 
 
-def _log_to_file(paths: StudyPaths) -> None:
+def _log_to_file(paths: StudyPaths, level: int) -> None:
+    """logs/launcher.log, at launcher_config.verbosity's level."""
     handler = logging.FileHandler(paths.launcher_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("melissa").addHandler(handler)
-    logging.getLogger("melissa").setLevel(logging.INFO)
+    logging.getLogger("melissa").setLevel(level)

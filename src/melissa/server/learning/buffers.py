@@ -1,6 +1,7 @@
 """Bounded training buffers between the receive loop (producer) and the training loop (consumer).
 
-Five policies (Meyer et al., ICML 2023, and the Melissa buffers after it):
+Five policies (docs/deep-learning.md, "Buffers"; Meyer et al., ICML 2023, and the Melissa
+buffers after it):
 
 - FIFO: a batch is the oldest samples, removed. A full buffer blocks `put`.
 - FIRO (first in, random out): a batch is uniformly random samples, removed. A full buffer
