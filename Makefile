@@ -11,7 +11,7 @@ install: $(STAMP) clib
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl,docs]"
+	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl,tf,docs]"
 	touch $(STAMP)
 
 # libmelissa (C and Fortran clients) into the venv: include/melissa, lib/melissa, lib/pkgconfig,
@@ -33,6 +33,7 @@ bench: install
 	$(PY) bench/stats_kernels.py
 	$(PY) bench/ingest.py
 	$(PY) bench/dl_throughput.py
+	$(PY) bench/breed.py
 
 # The heat-equation surrogate trained online (Melissa) and offline (files), in one table.
 online-vs-offline: install
@@ -44,4 +45,5 @@ lint: install
 
 clean:
 	rm -rf $(VENV) examples/heat_equation/output_sa examples/heat_equation/output_dl \
-		examples/lorenz/output_dl .pytest_cache site
+		examples/heat_equation/output_dl_tf examples/lorenz/output_dl examples/peak/output_breed \
+		.pytest_cache site

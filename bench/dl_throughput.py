@@ -14,6 +14,11 @@ per sample.
 - memory: the same training steps on samples already stacked in memory (the ceiling).
 - buffer: put + batched get of (x, y) pairs for each policy, one thread, per sample; and the
   receive side's whole work per sample (assemble, process_sample, put), without sockets.
+- per buffer: the stream with each of the five buffers (the reservoirs hold every sample and
+  train as many samples again after the end; sim_paired_reservoir trains x(t), y(t) -> y(t+1),
+  a wider input);
+- tensorflow: the FIFO stream into the TensorFlow/Keras 3 server (same MLP, optimizer, batch),
+  against the PyTorch one ("stream") in the same run.
 
     .venv/bin/python bench/dl_throughput.py [--sims 128] [--steps 25] [--nx 32] [--batch 32]
                                             [--clients 2] [--threads 1] [--repeats 3]
@@ -45,6 +50,7 @@ from melissa.config import parse_config
 from melissa.launcher.channel import ServerChannel
 from melissa.paths import StudyPaths
 from melissa.server.learning import ParameterScaler, make_buffer, time_input
+from melissa.server.learning.buffers import POLICIES
 from melissa.server.learning.torch_models import SurrogateMLP
 from melissa.server.learning.torch_server import DeepLearningServer
 from melissa.server.registry import FieldInfo
@@ -73,7 +79,7 @@ for sim in [int(s) for s in sys.argv[2:]]:
 
 
 def study_config(
-    args: argparse.Namespace, output_dir: Path, buffer: str = "fifo"
+    args: argparse.Namespace, output_dir: Path, buffer: str = "fifo", framework: str = "torch"
 ) -> dict[str, Any]:
     return {
         "output_dir": str(output_dir),
@@ -81,8 +87,8 @@ def study_config(
                           "parameter_sweep_size": args.sims, "seed": 1},
         "parameters": [{"name": n, "distribution": "uniform", "low": lo, "high": hi}
                        for n, (lo, hi) in zip(NAMES, BOUNDS)],
-        "dl_config": {"buffer": buffer, "batch_size": args.batch,
-                      "buffer_size": (args.sims * args.steps if buffer == "reservoir"
+        "dl_config": {"buffer": buffer, "batch_size": args.batch, "framework": framework,
+                      "buffer_size": (args.sims * args.steps if "reservoir" in buffer
                                       else 8 * args.batch),
                       "per_server_watermark": args.batch, "nb_batches_update": 10**9,
                       "drain_batches": args.sims * args.steps // args.batch,
@@ -102,14 +108,20 @@ def make_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stream(
-    args: argparse.Namespace, work: Path, data_file: Path, buffer: str
+    args: argparse.Namespace, work: Path, data_file: Path, buffer: str, framework: str = "torch"
 ) -> dict[str, float]:
-    paths = StudyPaths(work / f"stream_{buffer}")
+    paths = StudyPaths(work / f"stream_{buffer}_{framework}")
     paths.make_dirs()
-    config = parse_config(json.dumps(study_config(args, paths.root, buffer)), "bench")
+    config = parse_config(json.dumps(study_config(args, paths.root, buffer, framework)), "bench")
     token = secrets.token_bytes(16)
     torch.manual_seed(1)
-    server = DeepLearningServer(config, paths, token)
+    server: Any
+    if framework == "tensorflow":
+        from melissa.server.learning.tf_server import TensorFlowServer
+
+        server = TensorFlowServer(config, paths, token)
+    else:
+        server = DeepLearningServer(config, paths, token)
     server.bind()
     thread = threading.Thread(target=server.run, name="receive")
     thread.start()  # the socket moves to this thread before any use (thread start is a barrier)
@@ -127,7 +139,8 @@ def stream(
     thread.join(timeout=600)
     channel.close()
     trainer = server.trainer
-    assert trainer is not None and trainer.samples >= args.sims * args.steps, trainer
+    assert trainer is not None and trainer.samples >= args.sims * args.steps * (
+        0.9 if buffer == "sim_paired_reservoir" else 1), trainer
     return {
         "samples": trainer.samples,
         "training_s": trainer.training_seconds,
@@ -224,11 +237,12 @@ def buffer_costs(args: argparse.Namespace, out_features: int) -> dict[str, float
     n = 20000
     pair = (np.zeros(7, np.float32), np.zeros(out_features, np.float32))
     costs = {}
-    for policy in ("fifo", "firo", "reservoir"):
+    for policy in POLICIES:
         buffer = make_buffer(policy, n, args.batch, seed=0)  # type: ignore[arg-type]
+        paired = policy == "sim_paired_reservoir"
         started = time.perf_counter()
-        for _ in range(n):
-            buffer.put(pair)
+        for i in range(n):
+            buffer.put(((i // args.steps, i % args.steps), pair) if paired else pair)
         buffer.end_reception()
         served = 0
         while batch := buffer.get_batch(args.batch, timeout=0):
@@ -256,10 +270,14 @@ def main() -> None:
         data_file = work / "data.npz"
         np.savez(data_file, params=params, fields=fields, names=np.array(NAMES))
         runs: dict[str, list[dict[str, float]]] = {
-            "stream": [], "reservoir": [], "offline": [], "memory": []}
+            "stream": [], "offline": [], "memory": [],
+            **{b: [] for b in POLICIES if b != "fifo"}, "tensorflow": []}
         for r in range(args.repeats):  # interleaved, so that a busy moment hits all alike
             runs["stream"].append(stream(args, work / str(r), data_file, "fifo"))
-            runs["reservoir"].append(stream(args, work / str(r), data_file, "reservoir"))
+            for b in POLICIES[1:]:
+                runs[b].append(stream(args, work / str(r), data_file, b))
+            runs["tensorflow"].append(stream(args, work / str(r), data_file, "fifo",
+                                             "tensorflow"))
             runs["offline"].append(offline(args, work / str(r), scaled, fields))
             runs["memory"].append(memory(args, scaled, fields))
         results = {k: max(v, key=lambda x: x["samples_per_s"]) for k, v in runs.items()}
@@ -271,14 +289,16 @@ def main() -> None:
           f"{fields.shape[2]}, batch {args.batch}, {args.threads} torch thread(s), "
           f"{args.clients} client processes; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores")
-    print(f"{'source':<10} {'samples/s':>10} {'vs memory':>10}")
+    print(f"{'source':<20} {'samples/s':>10} {'vs memory':>10}")
     for name, r in results.items():
-        print(f"{name:<10} {r['samples_per_s']:>10.0f} "
+        print(f"{name:<20} {r['samples_per_s']:>10.0f} "
               f"{r['samples_per_s'] / results['memory']['samples_per_s']:>10.2f}")
     print(f"stream / offline: {results['stream']['samples_per_s'] / results['offline']['samples_per_s']:.2f}"
           f"; offline files {results['offline']['disk_bytes'] / 1e6:.1f} MB written in "
           f"{results['offline']['write_s']:.2f} s; stream end to end "
           f"{results['stream']['end_to_end_s']:.1f} s")
+    print(f"tensorflow / torch (FIFO stream): "
+          f"{results['tensorflow']['samples_per_s'] / results['stream']['samples_per_s']:.2f}")
     print("buffer put+get per sample (us): " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items())
           + f"; receive side per sample (assemble, process_sample, put): {receive_us:.1f} us"
           + f"; training per sample: {step_us:.0f} us")
@@ -288,6 +308,8 @@ def main() -> None:
             f"{k}_samples_per_s": round(v["samples_per_s"], 1) for k, v in results.items()},
         "stream_vs_offline": round(results["stream"]["samples_per_s"]
                                    / results["offline"]["samples_per_s"], 3),
+        "tensorflow_vs_torch": round(results["tensorflow"]["samples_per_s"]
+                                     / results["stream"]["samples_per_s"], 3),
         "stream_vs_memory": round(results["stream"]["samples_per_s"]
                                   / results["memory"]["samples_per_s"], 3),
         "offline_disk_bytes": results["offline"]["disk_bytes"],

@@ -203,3 +203,28 @@ def test_lorenz_surrogate_beats_the_mean_trajectory(launcher: Any) -> None:
     baseline = rmse(states[~held_out].mean(axis=0)[None], states[held_out])
     assert surrogate < MARGIN * baseline, (surrogate, baseline)
     assert {"validation/mae_x", "validation/mae_z"} <= set(scalars(run))
+
+
+@pytest.mark.parametrize("buffer", ["batch_reservoir", "sim_paired_reservoir"])
+def test_default_server_with_the_other_buffers(launcher: Any, buffer: str) -> None:
+    """batch_reservoir and sim_paired_reservoir from the config: every sample arrives in the
+    buffer; the paired one trains x(t), y(t) -> y(t + 1) (input: 6 parameters, t, 30 cells)."""
+    cfg = example_config(
+        HEAT_DIR,
+        study_options={"nb_time_steps": 5, "parameter_sweep_size": 8, "seed": 1},
+        dl_config={"buffer": buffer, "batch_size": 4, "buffer_size": 40, "per_server_watermark": 8,
+                   "drain_batches": 30, "nb_batches_update": 10, "checkpoint_interval": 0,
+                   "validation_fraction": 0.25, "hidden_layers": [16], "device": "cpu"},
+        client_config={"executable_command":
+                       f"python3 {HEAT_DIR / 'heat.py'} --nx 6 --ny 5 --steps 5"},
+        server_config={"server_filename": None, "server_class": None},
+    )
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    last = metrics(run)[-1]
+    assert last["buffer_received"] == 6 * 5  # 2 of 8 simulations held out
+    assert last["validation_samples"] == (2 * 4 if buffer == "sim_paired_reservoir" else 2 * 5)
+    assert np.isfinite(last["validation_loss"])
+    checkpoint = torch.load(run.output_dir / "checkpoints" / "last.pt", weights_only=True)
+    in_features = checkpoint["model_config"]["in_features"]
+    assert in_features == (7 + 30 if buffer == "sim_paired_reservoir" else 7)

@@ -7,8 +7,9 @@
   receiving until rank 0's producer is done (as a study's FINISH waits for every simulation):
   the training must go on without rank 1's data, or nothing ever ends.
 
-The ranks' buffers are filled directly: a server of several ranks routing whole samples to one
-rank is not in the receive path yet (see docs/deep-learning.md, "Several server ranks")."""
+The ranks' buffers are filled directly, so that each step's batches are known; the receive path
+that routes each simulation whole to one rank is run through the launcher in
+test_deep_learning.py (docs/deep-learning.md, "Several server ranks")."""
 
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ else:  # back-pressure: rank 1 receives until rank 0 has put everything
         server.buffer.put(item, timeout=60)
     comm.Barrier()
     server.buffer.end_reception()
-assert server.training_done(timeout=120), "training did not end"
+import time
+deadline = time.monotonic() + 120
+while not server.training_done(timeout=0.05):  # the receive loop's part: write checkpoints
+    server.serve_checkpoint_request()
+    assert time.monotonic() < deadline, "training did not end"
 assert server.training_error() is None, server.training_error()
 trainer = server.trainer
 weights = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()]).numpy()

@@ -13,11 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from melissa.server.learning.buffers import (
+    BatchReservoirBuffer,
     BufferClosed,
     FIFOBuffer,
     FIROBuffer,
     ReservoirBuffer,
     SampleBuffer,
+    SimPairedReservoirBuffer,
     make_buffer,
 )
 
@@ -200,16 +202,129 @@ def test_make_buffer_names_the_policies() -> None:
     assert isinstance(make_buffer("fifo", 4, 1, 0), FIFOBuffer)
     assert isinstance(make_buffer("firo", 4, 2, 0), FIROBuffer)
     assert isinstance(make_buffer("reservoir", 4, 2, 0, drain_batches=3), ReservoirBuffer)
-    with pytest.raises(ValueError, match="expected fifo, firo or reservoir"):
+    assert isinstance(make_buffer("batch_reservoir", 4, 2, 0), BatchReservoirBuffer)
+    assert isinstance(make_buffer("sim_paired_reservoir", 4, 2, 0), SimPairedReservoirBuffer)
+    with pytest.raises(ValueError, match="expected one of fifo, firo, reservoir, batch_reservoir"):
         make_buffer("lifo", 4, 1, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="watermark"):
         FIROBuffer(capacity=4, watermark=5)
 
 
+# -- BatchReservoir -----------------------------------------------------------------------------
+def test_batch_reservoir_serves_new_samples_first_then_replays_used_ones() -> None:
+    buffer: BatchReservoirBuffer[int] = BatchReservoirBuffer(capacity=20, watermark=4, seed=2)
+    fill(buffer, range(6))
+    assert buffer.get_batch(4, timeout=0) == [0, 1, 2, 3]  # all fresh, oldest first
+    fill(buffer, range(6, 7))
+    batch = buffer.get_batch(4, timeout=0)
+    assert batch[:3] == [4, 5, 6]  # the three unused samples, then one replayed
+    assert batch[3] in {0, 1, 2, 3}
+    replay = buffer.get_batch(4, timeout=0)  # nothing new: four distinct used samples
+    assert len(set(replay)) == 4 and set(replay) <= set(range(7))
+    s = buffer.stats()
+    assert (s.received, s.served, s.distinct_served) == (7, 12, 7)
+
+
+def test_batch_reservoir_every_sample_is_trained_on_when_training_keeps_pace() -> None:
+    buffer: BatchReservoirBuffer[int] = BatchReservoirBuffer(capacity=8, watermark=2, seed=0)
+    seen: set[int] = set()
+    for start in range(0, 100, 2):
+        fill(buffer, range(start, start + 2))  # evicts used samples only
+        seen.update(buffer.get_batch(4, timeout=0))
+    assert seen == set(range(100))
+    s = buffer.stats()
+    assert s.evicted_unused == 0 and s.evicted == 100 - 8
+
+
+def test_batch_reservoir_full_of_unused_samples_forgets_the_oldest() -> None:
+    buffer: BatchReservoirBuffer[int] = BatchReservoirBuffer(capacity=3, seed=0)
+    fill(buffer, range(5))
+    buffer.end_reception()
+    assert [i for b in drain(buffer, 3) for i in b] == [2, 3, 4]
+    s = buffer.stats()
+    assert (s.evicted, s.evicted_unused) == (2, 2)
+
+
+# -- SimPairedReservoir -------------------------------------------------------------------------
+def keyed(sim: int, step: int) -> tuple[tuple[int, int], str]:
+    return (sim, step), f"s{sim}t{step}"
+
+
+def test_paired_reservoir_pairs_consecutive_steps_of_one_simulation_only() -> None:
+    buffer: SimPairedReservoirBuffer[str] = SimPairedReservoirBuffer(capacity=50, seed=4)
+    for sim, steps in {0: [0, 1, 2, 3], 1: [0, 2, 3], 2: [5]}.items():
+        for step in steps:
+            buffer.put(keyed(sim, step))
+    buffer.end_reception()
+    pairs = [p for b in drain(buffer, 2) for p in b]
+    # 0: (0,1) (1,2) (2,3); 1: (2,3) only (step 1 is missing); 2: none
+    assert sorted(pairs) == sorted([("s0t0", "s0t1"), ("s0t1", "s0t2"), ("s0t2", "s0t3"),
+                                    ("s1t2", "s1t3")])
+    s = buffer.stats()
+    assert (s.received, s.size, s.served, s.distinct_served) == (8, 8, 4, 4)
+
+
+def test_paired_reservoir_waits_for_a_pair_and_pairs_out_of_order_arrivals() -> None:
+    buffer: SimPairedReservoirBuffer[str] = SimPairedReservoirBuffer(capacity=10, seed=0)
+    buffer.put(keyed(3, 1))
+    buffer.put(keyed(4, 0))
+    assert buffer.get_batch(1, timeout=0) == []  # two samples, no pair
+    buffer.put(keyed(3, 0))  # the earlier step arrives second
+    assert buffer.get_batch(1, timeout=0) == [("s3t0", "s3t1")]
+    with pytest.raises(ValueError, match="in the buffer already"):
+        buffer.put(keyed(3, 0))
+
+
+def test_paired_reservoir_reuses_pairs_and_evicts_spent_samples_first() -> None:
+    buffer: SimPairedReservoirBuffer[str] = SimPairedReservoirBuffer(capacity=4, seed=1)
+    for step in range(4):
+        buffer.put(keyed(0, step))
+    uses: Counter[tuple[str, str]] = Counter()
+    for _ in range(30):
+        batch = buffer.get_batch(2, timeout=0)
+        assert len(batch) == 2 and len(set(batch)) == 2
+        uses.update(batch)
+    assert len(uses) == 3  # every pair reused
+    buffer.put(keyed(1, 0))  # full: one sample of simulation 0 goes, with its pairs
+    s = buffer.stats()
+    assert (s.size, s.evicted, s.evicted_unused) == (4, 1, 0)
+    for sim, step in [(1, 1)]:
+        buffer.put(keyed(sim, step))
+    buffer.end_reception()
+    left = [p for b in drain(buffer, 8) for p in b]
+    assert ("s1t0", "s1t1") in left  # the new pair is served before the end
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "policy", ["fifo", "firo", "reservoir", "batch_reservoir", "sim_paired_reservoir"]
+)
+def test_a_restored_buffer_continues_as_the_original(policy: str) -> None:
+    """Same contents, use flags, counters and random state: the same batches from then on."""
+    def entry(i: int) -> object:
+        return ((i // 5, i % 5), i) if policy == "sim_paired_reservoir" else i
+
+    original: SampleBuffer[object] = make_buffer(policy, 12, 4, seed=7)  # type: ignore[arg-type]
+    for i in range(10):
+        original.put(entry(i))
+    first = original.get_batch(3, timeout=0)
+    copy: SampleBuffer[object] = make_buffer(policy, 12, 4, seed=99)  # type: ignore[arg-type]
+    copy.restore(original.state())
+    assert copy.stats() == original.stats()
+    for buffer in (original, copy):
+        buffer.put(entry(10))
+        buffer.end_reception()
+    assert drain(copy, 3) == drain(original, 3)
+    assert copy.stats() == original.stats()
+    assert first
+    with pytest.raises(ValueError, match="already received"):
+        copy.restore(original.state())
+
+
 # -- concurrency --------------------------------------------------------------------------------
 @settings(max_examples=40, deadline=None)
 @given(
-    policy=st.sampled_from(["fifo", "firo", "reservoir"]),
+    policy=st.sampled_from(["fifo", "firo", "reservoir", "batch_reservoir"]),
     capacity=st.integers(1, 40),
     watermark_fraction=st.floats(0, 1),
     batch_size=st.integers(1, 12),
@@ -256,7 +371,7 @@ def test_concurrent_producers_and_consumer(
     assert s.distinct_served == len(counts)
     sent = {(p, i) for p in range(producers) for i in per_producer[p]}
     assert set(counts) <= sent
-    if policy == "reservoir":
+    if policy in ("reservoir", "batch_reservoir"):
         # after reception every sample still held was used; the others were evicted
         assert len(sent - set(counts)) == s.evicted_unused
         assert s.size == min(items, capacity) and s.evicted == items - s.size

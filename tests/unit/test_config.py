@@ -77,7 +77,7 @@ BAD = [
     (with_change("parameters", []),
      "c.json: parameters: List should have at least 1 item after validation, not 0"),
     (with_change("sampling", {"method": "grid"}),
-     "c.json: sampling.method: Input should be 'random', 'lhs', 'sobol' or 'halton', got \"grid\""),
+     "c.json: sampling.method: Input should be 'random', 'lhs', 'sobol', 'halton' or 'breed', got \"grid\""),
     (with_change("sa_config", {"threshold_exceedance": True}),
      "c.json: sa_config: threshold_exceedance is true but threshold_values is empty"),
     (with_change("sa_config", {"mean": False, "variance": False}),

@@ -55,7 +55,7 @@ def test_dl_config_alone_is_a_training_study_and_round_trips() -> None:
          ("c.json: (top level): sa_config and dl_config are both given: a study either computes "
           "statistics (sa_config) or trains a surrogate (dl_config)")),
         ({"dl_config": {"buffer": "lifo"}},
-         "c.json: dl_config.buffer: Input should be 'fifo', 'firo' or 'reservoir', got \"lifo\""),
+         "c.json: dl_config.buffer: Input should be 'fifo', 'firo', 'reservoir', 'batch_reservoir' or 'sim_paired_reservoir', got \"lifo\""),
         ({"dl_config": {"buffer_size": 100}},
          ("c.json: dl_config: per_server_watermark (1000) exceeds buffer_size (100): training "
           "would never start")),

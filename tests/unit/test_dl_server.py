@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,10 @@ def train(server: DeepLearningServer, items: Iterator[tuple[np.ndarray, np.ndarr
     for item in items:
         server.buffer.put(item, timeout=30)
     server.buffer.end_reception()
-    assert server.training_done(timeout=60)
+    deadline = time.monotonic() + 60
+    while not server.training_done(timeout=0.05):  # as the receive loop does
+        server.serve_checkpoint_request()
+        assert time.monotonic() < deadline
     server.raise_if_training_failed()
     server.close()
 
@@ -128,3 +132,51 @@ def test_the_client_reads_melissa_parameters_for_its_hello() -> None:
     for bad in ("[1, 2]", '{"a": "x"}', '{"a": true}', "{"):
         with pytest.raises(ClientError, match="is not a JSON object of numbers"):
             ClientEnvironment.from_environ({**env, "MELISSA_PARAMETERS": bad})
+
+
+def test_paired_buffer_trains_on_consecutive_steps(tmp_path: Path) -> None:
+    """sim_paired_reservoir: the network learns x(t), y(t) -> y(t + 1) (process_pair)."""
+    server = DeepLearningServer(
+        study(tmp_path, buffer="sim_paired_reservoir", drain_batches=20), StudyPaths(tmp_path),
+        bytes(16))
+    seen: list[int] = []
+    original = server.process_pair
+
+    def spy(earlier: Any, later: Any) -> Any:
+        assert later[0][0] == earlier[0][0] + 1  # same simulation, next step
+        seen.append(1)
+        return original(earlier, later)
+
+    server.process_pair = spy  # type: ignore[method-assign]
+    items = (((sim, step), (np.array([step, sim], np.float32), np.full(2, sim + step, np.float32)))
+             for sim in range(4) for step in range(5))
+    train(server, items)
+    assert server.trainer is not None and server.trainer.batches == 20
+    assert server.model is not None and server.model.net[0].in_features == 4  # (x_t, y_t)
+    assert seen
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_a_restarted_server_continues_with_its_buffer(tmp_path: Path, framework: str) -> None:
+    """The server checkpoint (receive loop side) holds the buffer with its use flags and the
+    training state: a new server restored from it goes on from the same batch and buffer."""
+    from melissa.server.select import server_class
+
+    config = study(tmp_path, buffer="reservoir", framework=framework, checkpoint_interval=3)
+    paths = StudyPaths(tmp_path)
+    first = server_class(config)(config, paths, bytes(16))
+    train(first, pairs(20, seed=1))  # until each sample was used; the last checkpoint at the end
+    kept = first.buffer.stats()
+    assert first.trainer is not None and first.trainer.batches >= 5
+    done = first.trainer.batches
+
+    again = server_class(config)(config, paths, bytes(16))
+    assert again.restore_checkpoint() is not None
+    assert again.buffer.stats() == kept  # contents, use counts, counters
+    assert again.restored_training is not None
+    train(again, pairs(4, seed=2))  # 4 new samples: trained on from the restored state
+    assert again.trainer is not None and again.trainer.batches > done
+    assert again.buffer.stats().received == 24
+    with open(paths.training_metrics, newline="") as f:
+        batches = [int(float(r["batch"])) for r in csv.DictReader(f)]
+    assert batches == sorted(set(batches)) and batches[-1] == again.trainer.batches, str(batches)

@@ -13,6 +13,7 @@ from melissa.protocol import decode_json, encode_json
 from melissa.protocol.events import (
     Attached,
     Event,
+    Fitness,
     Restored,
     ResultsWritten,
     ServerStatus,
@@ -40,6 +41,7 @@ GOLDEN: list[tuple[Event, bytes]] = [
     (SimulationRefused(3, 1, "HELLO to server rank 0: unknown field 'v'"),
      (b'{"event":"simulation_refused","simulation_id":3,"attempt":1,"reason":"HELLO to server '
       b"rank 0: unknown field 'v'\"}")),
+    (Fitness(7, 0.0125), b'{"event":"fitness","simulation_id":7,"fitness":0.0125}'),
     (ResultsWritten(("/o/statistics.nc",)),
      b'{"event":"results_written","files":["/o/statistics.nc"]}'),
 ]
@@ -86,4 +88,5 @@ def test_bad_events_are_named(payload: dict[str, Any], message: str) -> None:
 def test_every_event_kind_has_a_golden_vector() -> None:
     kinds = {json.loads(wire)["event"] for _, wire in GOLDEN}
     assert kinds == {"attached", "restored", "status", "simulation_complete",
-                     "simulation_silent", "simulation_refused", "results_written"}
+                     "simulation_silent", "simulation_refused", "results_written",
+                     "fitness"}

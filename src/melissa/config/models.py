@@ -114,12 +114,54 @@ Parameter = Annotated[
 ]
 
 
+class BreedOptions(Section):
+    """Active sampling (sampling.method "breed"; docs/deep-learning.md#active-sampling-breed)."""
+
+    generation_size: int = Field(
+        default=10, gt=0,
+        description="Simulations per generation; generation 0 is drawn at random, each later "
+        "one is bred once the earlier ones finished and their fitness is known.",
+    )
+    exploration_start: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Fraction of fresh random draws in generation 1.",
+    )
+    exploration_end: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Fraction of fresh random draws in the last generation (linear between).",
+    )
+    mutation_scale: float = Field(
+        default=0.5, gt=0,
+        description="Mutation covariance: this factor squared times the fitness-weighted "
+        "covariance of the simulations so far (in the unit cube of the CDFs).",
+    )
+    min_mutation: float = Field(
+        default=0.01, gt=0,
+        description="Smallest standard deviation of a mutation in any direction (unit cube).",
+    )
+    retries: int = Field(
+        default=5, ge=0,
+        description="An out-of-bounds child is tried again this many times, each with the "
+        "mutation step halved; then it takes its parent's parameters.",
+    )
+    fitness_timeout: float = Field(
+        default=60.0, gt=0,
+        description="Seconds a generation waits for the fitness of the earlier ones; then it is "
+        "bred from the fitness known.",
+    )
+
+
 class Sampling(Section):
-    method: Literal["random", "lhs", "sobol", "halton"] = Field(
-        default="random", description="Design of experiments: random, lhs, sobol or halton."
+    method: Literal["random", "lhs", "sobol", "halton", "breed"] = Field(
+        default="random",
+        description="Design of experiments: random, lhs, sobol, halton, or breed (active "
+        "sampling of a dl_config study: new simulations are bred where the surrogate is worst).",
     )
     scramble: bool = Field(
         default=True, description="Scramble the Sobol'/Halton sequence (seeded)."
+    )
+    breed: BreedOptions = Field(
+        default_factory=BreedOptions, description="Options of the breed method."
     )
 
 
@@ -223,23 +265,32 @@ class DLConfig(Section):
     """Online training of a deep surrogate (docs/deep-learning.md)."""
 
     batch_size: int = Field(default=32, gt=0, description="Samples per training batch.")
-    buffer: Literal["fifo", "firo", "reservoir"] = Field(
-        default="reservoir",
-        description="Training buffer: fifo (oldest first, each sample used once), firo (random "
-        "out, each used once) or reservoir (random, samples reused until evicted).",
+    framework: Literal["torch", "tensorflow"] = Field(
+        default="torch",
+        description="torch (PyTorch, DeepLearningServer) or tensorflow (Keras 3 on TensorFlow, "
+        "TensorFlowServer; one server rank, CPU).",
+    )
+    buffer: Literal["fifo", "firo", "reservoir", "batch_reservoir", "sim_paired_reservoir"] = (
+        Field(
+            default="reservoir",
+            description="Training buffer: fifo (oldest first, each sample used once), firo "
+            "(random out, each used once), reservoir (random, samples reused until evicted), "
+            "batch_reservoir (unused samples first, then random reused ones) or "
+            "sim_paired_reservoir (random pairs of consecutive time steps of one simulation).",
+        )
     )
     buffer_size: int = Field(
         default=10000, gt=0, description="Samples the buffer holds (per server rank)."
     )
     per_server_watermark: int = Field(
         default=1000, gt=0,
-        description="firo and reservoir: samples the buffer must hold before a batch is drawn "
-        "while data still arrives.",
+        description="firo and the reservoirs: samples the buffer must hold before a batch is "
+        "drawn while data still arrives.",
     )
     drain_batches: int | None = Field(
         default=None, ge=0,
-        description="reservoir: batches trained after the last simulation ended; null: until "
-        "every sample in the buffer was used at least once.",
+        description="the reservoirs: batches trained after the last simulation ended; null: "
+        "until every sample (pair) in the buffer was used at least once.",
     )
     nb_batches_update: int = Field(
         default=100, gt=0,
@@ -483,6 +534,15 @@ class StudyConfig(Section):
                 "sa_config and dl_config are both given: a study either computes statistics "
                 "(sa_config) or trains a surrogate (dl_config)"
             )
+        if self.sampling.method == "breed":
+            if self.dl_config is None:
+                raise ValueError(
+                    'sampling.method "breed" needs dl_config: the surrogate\'s loss on each '
+                    "simulation is the fitness that guides the sampling"
+                )
+            if self.dl_config.buffer == "sim_paired_reservoir":
+                raise ValueError('sampling.method "breed" does not work with dl_config.buffer '
+                                 '"sim_paired_reservoir" (its fitness is per sample)')
         if self.dl_config is not None:
             size = self.study_options.parameter_sweep_size
             held_out = len(self.dl_config.validation_simulations(size))

@@ -169,7 +169,7 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
         console.print(f"Watch it with: melissa-monitor {study.paths.root}")
         with StudyDisplay(console) as display:
             outcome = study.run(display)
-        plots = []
+        plots = list(outcome.plots)  # breed.png of an active-sampling study
         sa = loaded.config.sa_config  # None for a deep-learning study: nothing to plot
         if sa is not None and sa.plot_time_steps != []:
             # matplotlib only once there is something to plot

@@ -147,10 +147,11 @@ class ServerJob:
         assert self.channel is not None
         self.channel.finish()
 
-    def results(self, on_status: Callable[[ServerStatus], None]) -> list[Path]:
+    def results(self, on_status: Callable[[ServerStatus], None],
+                on_other: Callable[[Event], None] | None = None) -> list[Path]:
         """After `request_finish`: the files the server wrote, once its job ended. A server
         still working (a surrogate training on its buffer) gets more time while it sends
-        status events, which go to `on_status`."""
+        status events, which go to `on_status`; other events (fitness) go to `on_other`."""
         assert self.channel is not None
         deadline = time.monotonic() + self.patience_s
         while True:
@@ -163,6 +164,8 @@ class ServerJob:
                 elif isinstance(event, ServerStatus):
                     on_status(event)
                     deadline = max(deadline, time.monotonic() + self.patience_s)
+                elif on_other is not None:
+                    on_other(event)
             if written is not None:
                 self._wait_exit(deadline)
                 return written

@@ -365,6 +365,12 @@ class StateStore:
                 f"simulation {simulation_id} is {current.value}, expected {expected}"
             )
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For the tables of other launcher modules in study.db (active sampling's `breed`), so
+        that their changes join this store's transactions and batches."""
+        return self._conn
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Commit the changes made inside together, once (one write of the WAL instead of one

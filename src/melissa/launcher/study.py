@@ -25,6 +25,8 @@ from typing import Any
 from melissa.atomic import atomic_write
 from melissa.config import LoadedConfig
 from melissa.errors import StudyError, SubmissionError
+from melissa.launcher.breeding import COLUMNS as BREED_COLUMNS
+from melissa.launcher.breeding import Breeder
 from melissa.launcher.client_job import ClientJobs
 from melissa.launcher.control import JobLimitControl
 from melissa.launcher.display import StudyDisplay
@@ -50,6 +52,7 @@ from melissa.launcher.status import RECENT_FAILURES, RunningJob, StatusBoard, bu
 from melissa.paths import StudyPaths
 from melissa.protocol.events import (
     Event,
+    Fitness,
     Restored,
     ServerStatus,
     SimulationComplete,
@@ -91,6 +94,9 @@ class Study:
         self.parameter_names: list[str] = store.study()["parameter_names"]
         # What every simulation's job shares, built once.
         self.client_jobs = ClientJobs(loaded, self.parameter_names)
+        # sampling.method "breed": generations bred from the server's fitness (breeding.py).
+        self.breeder = (Breeder(self.config, store.connection)
+                        if self.config.sampling.method == "breed" else None)
         self.policy = FaultPolicy.from_config(self.config)
         self.job_limit = JobLimitControl(self.paths.job_limit,
                                          self.config.launcher_config.job_limit)
@@ -137,7 +143,8 @@ class Study:
             tmp.write_text(json.dumps(study_json, indent=2))
 
         sampler = _new_sampler(loaded)
-        draws = sampler.draw(config.study_options.parameter_sweep_size)
+        breeding = config.sampling.method == "breed"  # draws generation 0 once study.db exists
+        draws = sampler.draw(0 if breeding else config.study_options.parameter_sweep_size)
         token_hex = secrets.token_hex(16)
         store = StateStore(paths.state_db)
         try:
@@ -148,8 +155,11 @@ class Study:
         except BaseException:
             store.close()
             raise
-        log.info("study prepared in %s: %d simulations", root, len(draws))
-        return cls(loaded, scheduler, store, sampler, token_hex)
+        study = cls(loaded, scheduler, store, sampler, token_hex)
+        if study.breeder is not None:
+            store.add_simulations(study.breeder.first_generation())
+        log.info("study prepared in %s: %d simulations", root, len(store.simulations()))
+        return study
 
     @classmethod
     def resume(cls, loaded: LoadedConfig, scheduler: Scheduler) -> Study | None:
@@ -174,6 +184,8 @@ class Study:
         except BaseException:
             store.close()
             raise
+        if study.breeder is not None:
+            study.breeder.recover(store)  # a generation recorded but not yet added
         study._stop_earlier_jobs(info["server_job"])
         counts = store.counts()
         if counts[SimulationStatus.COMPLETED]:
@@ -368,6 +380,8 @@ class Study:
                 self._refused(event)
             elif isinstance(event, ServerStatus):
                 self._status(event)
+            elif isinstance(event, Fitness) and self.breeder is not None:
+                self.breeder.on_fitness(event.simulation_id, event.fitness)
 
     def _status(self, status: ServerStatus) -> None:
         self.server_status = status
@@ -454,7 +468,10 @@ class Study:
             self.publish_status(force=self.last_status != heard)  # fresh server figures
             if time.monotonic() > self.next_report:
                 self.write_report()  # a user can follow the study in parameters.csv
-            if counts[SimulationStatus.PENDING] == 0 and not self.running:
+            if self.breeder is not None and self.breeder.step(self.store):
+                continue  # a new generation to submit
+            if counts[SimulationStatus.PENDING] == 0 and not self.running and (
+                    self.breeder is None or self.breeder.done):
                 break
         return self.finish()
 
@@ -462,14 +479,16 @@ class Study:
         self.server.request_finish()
         self.phase = "finishing"
         self.publish_status(force=True)
-        results = self.server.results(self._finishing_status)
+        results = self.server.results(self._finishing_status,
+                                      lambda event: self._on_events([event]))
         self.store.set_study_status(_FINISHED)
         self.phase = _FINISHED
         self.publish_status(force=True)
         counts = self.store.counts()
         self.write_report()
+        plots = [self.breeder.plot(self.paths.root / "breed.png")] if self.breeder else []
         return StudyOutcome(
-            counts[SimulationStatus.COMPLETED], counts[SimulationStatus.FAILED], results
+            counts[SimulationStatus.COMPLETED], counts[SimulationStatus.FAILED], results, plots
         )
 
     def _finishing_status(self, status: ServerStatus) -> None:
@@ -513,6 +532,7 @@ class Study:
             self.parameter_names,
             self.store.simulations(),
             group_size=self.config.group_size,
+            extra=(BREED_COLUMNS, self.breeder.columns()) if self.breeder else None,
         )
         self.next_report = time.monotonic() + max(
             _REPORT_PERIOD_S, _REPORT_SHARE * (time.monotonic() - started))
@@ -556,7 +576,10 @@ def _stop_replaced_study(loaded: LoadedConfig, scheduler: Scheduler, paths: Stud
 def _new_sampler(loaded: LoadedConfig) -> Sampler:
     config = loaded.config
     size = config.study_options.parameter_sweep_size
-    return Sampler(config.parameters, config.sampling, config.study_options.seed,
+    # Breeding draws its own points; redraws after failures are random.
+    sampling = (config.sampling.model_copy(update={"method": "random"})
+                if config.sampling.method == "breed" else config.sampling)
+    return Sampler(config.parameters, sampling, config.study_options.seed,
                    planned_size=size, pick_freeze=config.group_size > 1)
 
 

@@ -123,11 +123,26 @@ class ResultsWritten:
         return {"event": self.KIND, "files": list(self.files)}
 
 
+@dataclass(frozen=True)
+class Fitness:
+    """Active sampling (sampling.method "breed"): the simulation's fitness, its mean per-sample
+    training loss, is new or changed."""
+
+    KIND: ClassVar[str] = "fitness"
+    simulation_id: int
+    fitness: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.KIND, "simulation_id": self.simulation_id,
+                "fitness": self.fitness}
+
+
 Event = (Attached | Restored | ServerStatus | SimulationComplete | SimulationSilent
-         | SimulationRefused | ResultsWritten)
+         | SimulationRefused | ResultsWritten | Fitness)
 _KINDS: dict[str, type[Any]] = {
     cls.KIND: cls for cls in (Attached, Restored, ServerStatus, SimulationComplete,
-                              SimulationSilent, SimulationRefused, ResultsWritten)
+                              SimulationSilent, SimulationRefused, ResultsWritten,
+                              Fitness)
 }
 
 
@@ -159,7 +174,7 @@ def _field(kind: str, name: str, value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("an integer")
         return value
-    if name in ("silent_s", "ingest_s"):
+    if name in ("silent_s", "ingest_s", "fitness"):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise bad("a number")
         return float(value)

@@ -1,7 +1,8 @@
 """Which server class a study runs: the user's (server_config.server_filename/server_class),
 else the deep-learning server for a dl_config, else the sensitivity-analysis server.
 
-torch is imported only for a deep-learning study, never on the statistics path.
+torch (or TensorFlow, dl_config.framework "tensorflow") is imported only for a deep-learning
+study, never on the statistics path.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def server_class(config: StudyConfig) -> type[Server]:
     cfg = config.server_config
     if cfg.server_filename is not None and cfg.server_class is not None:
         return load_server_class(Path(cfg.server_filename), cfg.server_class)
+    if config.dl_config is not None and config.dl_config.framework == "tensorflow":
+        from melissa.server.learning.tf_server import TensorFlowServer
+
+        return TensorFlowServer
     if config.dl_config is not None:
         from melissa.server.learning.torch_server import DeepLearningServer
 

@@ -1,9 +1,9 @@
 """Online training of deep surrogates (docs/deep-learning.md).
 
-Framework-agnostic modules: buffers (FIFO, FIRO, Reservoir), samples (assembling samples from the
+Framework-agnostic modules: buffers (FIFO, FIRO, Reservoir, BatchReservoir, SimPairedReservoir), samples (assembling samples from the
 stream, parameter scaling), receiver (the receive side of the server), metrics. PyTorch lives in
-the torch_* modules only; `DeepLearningServer` and `load_surrogate` are imported (with torch) on
-first use:
+the torch_* modules only, TensorFlow in tf_server and keras_training; `DeepLearningServer`,
+`TensorFlowServer` and `load_surrogate` are imported (with their framework) on first use:
 
     from melissa.server.learning import DeepLearningServer
 """
@@ -22,6 +22,7 @@ __all__ = [
     "ParameterScaler",
     "ReservoirBuffer",
     "Sample",
+    "TensorFlowServer",
     "load_surrogate",
     "make_buffer",
     "time_input",
@@ -33,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from melissa.server.learning.torch_server import DeepLearningServer
 
         return DeepLearningServer
+    if name == "TensorFlowServer":
+        from melissa.server.learning.tf_server import TensorFlowServer
+
+        return TensorFlowServer
     if name == "load_surrogate":
         from melissa.server.learning.torch_models import load_surrogate
 

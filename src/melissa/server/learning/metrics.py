@@ -7,6 +7,38 @@ import csv
 from pathlib import Path
 
 from melissa.atomic import atomic_write
+from melissa.server.learning.buffers import BufferStats
+
+
+def metrics_row(
+    batches: int, samples: int, wall_s: float, loss_sum: float, window_samples: float,
+    window_s: float, buffer: BufferStats, validation_samples: int,
+    validation: dict[str, float],
+) -> dict[str, float]:
+    """One row of metrics.csv (and of the TensorBoard scalars): docs/deep-learning.md#outputs."""
+    return {
+        "batch": batches,
+        "samples": samples,
+        "wall_s": round(wall_s, 3),
+        "loss": loss_sum / window_samples if window_samples else float("nan"),
+        "samples_per_s": window_samples / max(window_s, 1e-9),
+        "buffer_fill": buffer.fill,
+        "buffer_received": buffer.received,
+        "buffer_evicted": buffer.evicted,
+        "buffer_evicted_unused": buffer.evicted_unused,
+        "buffer_reuse": buffer.reuse,
+        "validation_samples": validation_samples,
+        **{f"validation_{k}": v for k, v in validation.items()},
+    }
+
+
+def tag(key: str) -> str:
+    """TensorBoard tag of a metrics column: grouped as train/, validation/, buffer/."""
+    if key.startswith("validation_"):
+        return "validation/" + key.removeprefix("validation_")
+    if key.startswith("buffer_"):
+        return "buffer/" + key.removeprefix("buffer_")
+    return "train/" + key
 
 
 class MetricsLog:

@@ -112,6 +112,20 @@ class SampleAssembler:
             return array.reshape(info.shape)
         return array
 
+    def partials(self) -> dict[tuple[int, int], dict[str, tuple[np.ndarray, int]]]:
+        """Time steps partly received: field -> (values so far, cells still missing)."""
+        return {key: {name: (part.arrays[name], part.missing[name]) for name in part.arrays}
+                for key, part in self._partial.items()}
+
+    def restore_partials(
+        self, partials: dict[tuple[int, int], dict[str, tuple[np.ndarray, int]]]
+    ) -> None:
+        self._partial = {
+            key: _Partial({n: a for n, (a, _) in fields.items()},
+                          {n: m for n, (_, m) in fields.items()})
+            for key, fields in partials.items()
+        }
+
     @property
     def pending(self) -> int:
         """Time steps with some but not all of their data."""
@@ -119,17 +133,42 @@ class SampleAssembler:
 
 
 class ValidationSet(Generic[T]):
-    """Items of the held-out simulations' samples, all kept (they are never trained on)."""
+    """Items of the held-out simulations' samples, all kept (they are never trained on).
 
-    def __init__(self) -> None:
+    `paired` (the sim_paired_reservoir buffer): the set's entries are the pairs (item at t, item
+    at t + 1) of one simulation, made as soon as both steps are in.
+    """
+
+    def __init__(self, paired: bool = False) -> None:
         self._lock = threading.Lock()
-        self._samples: list[T] = []
+        self._samples: list[Any] = []
+        self.paired = paired
+        self._by_key: dict[tuple[int, int], T] = {}
 
-    def add(self, item: T) -> None:
+    def add(self, item: T, key: tuple[int, int] = (0, 0)) -> None:
         with self._lock:
-            self._samples.append(item)
+            if not self.paired:
+                self._samples.append(item)
+                return
+            sim, step = key
+            self._by_key[key] = item
+            if (sim, step - 1) in self._by_key:
+                self._samples.append((self._by_key[(sim, step - 1)], item))
+            if (sim, step + 1) in self._by_key:
+                self._samples.append((item, self._by_key[(sim, step + 1)]))
 
-    def since(self, start: int) -> list[T]:
+    def keyed_items(self) -> tuple[list[tuple[int, int]], list[T]] | None:
+        """(keys, items) of a paired set, for checkpoints; None if it is not paired."""
+        with self._lock:
+            if not self.paired:
+                return None
+            return list(self._by_key), list(self._by_key.values())
+
+    def all_items(self) -> list[Any]:
+        with self._lock:
+            return list(self._samples)
+
+    def since(self, start: int) -> list[Any]:
         """Items added after the first `start` ones (they are only ever appended)."""
         with self._lock:
             return self._samples[start:]

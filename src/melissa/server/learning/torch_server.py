@@ -51,6 +51,15 @@ class DeepLearningServer(StreamingServer):
         y = np.concatenate([sample.fields[name].reshape(-1) for name in sample.fields])
         return x.astype(np.float32), y.astype(np.float32, copy=False)
 
+    def process_pair(
+        self, earlier: tuple[np.ndarray, np.ndarray], later: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """sim_paired_reservoir: the (input, target) of two consecutive steps t and t + 1 of one
+        simulation, each as process_sample made it (called per batch, in the training thread).
+        Default: x = (x_t, y_t), y = y_t+1: the fields at t and the parameters and time give
+        the fields at t + 1."""
+        return np.concatenate([earlier[0], earlier[1]]), later[1]
+
     def build_model(self, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
         """The network, given a first batch (x, y) on the CPU. Default: an MLP with
         dl_config.hidden_layers whose output scale is the first batch's mean and std."""
@@ -65,6 +74,13 @@ class DeepLearningServer(StreamingServer):
         """The loss of one batch (the framework does backward, gradient averaging over ranks and
         the optimizer step). Default: mean squared error."""
         return F.mse_loss(model(x), y)
+
+    def sample_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Active sampling (sampling.method "breed"): the loss of each sample of a training batch,
+        shape (batch,), before the batch's update; a simulation's fitness is the mean of its
+        samples' losses over the batches since the last report (nb_batches_update). Default:
+        each sample's mean squared error."""
+        return ((model(x) - y) ** 2).flatten(1).mean(1)
 
     def validation_step(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -87,10 +103,16 @@ class DeepLearningServer(StreamingServer):
         return {}
 
     # -- framework ------------------------------------------------------------------------------
-    def encode_sample(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """process_sample, once per sample in the receive loop: the buffer keeps (x, y)."""
+    def encode_sample(self, sample: Sample) -> tuple[np.ndarray, ...]:
+        """process_sample, once per sample in the receive loop: the buffer keeps (x, y), and
+        with active sampling the simulation id (its training loss is the fitness)."""
         x, y = self.process_sample(sample)
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        pair = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return (*pair, np.array(sample.simulation_id)) if self.breeding else pair
+
+    def training_pair(self, entry: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of a buffer or validation entry: a sample's, or a pair's (process_pair)."""
+        return self.process_pair(*entry) if self.paired else (entry[0], entry[1])
 
     # -- helpers for hooks ----------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ validate but write nothing.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -21,7 +22,7 @@ import torch
 from melissa import __version__
 from melissa.atomic import atomic_write
 from melissa.server.learning.buffers import BufferStats
-from melissa.server.learning.metrics import MetricsLog
+from melissa.server.learning.metrics import MetricsLog, metrics_row, tag
 from melissa.server.learning.torch_distributed import Group
 
 if TYPE_CHECKING:
@@ -58,18 +59,17 @@ class Trainer:
         self.batches = 0
         self.samples = 0  # trained on, all ranks
         self.started = time.monotonic()
+        self.restored_training_s = 0.0  # training time before the restart
         self.first_step_at: float | None = None  # monotonic time of the first optimizer step
         self.last_step_at: float | None = None
         self.validation_metrics: dict[str, float] = {}
         self.status: dict[str, Any] = {}
+        # Active sampling: per-sample training loss by simulation since the last report.
+        self._fitness_sums: dict[int, tuple[float, int]] = {}
         self._val_x: list[torch.Tensor] = []
         self._val_y: list[torch.Tensor] = []
         self.metrics = MetricsLog(self.paths.training_metrics) if self.writes else None
-        self.writer: Any = None
-        if self.writes:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
-            self.writer = SummaryWriter(log_dir=str(self.paths.tensorboard))
+        self.writer: Any = None  # made once the counters are known (_setup)
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -107,7 +107,7 @@ class Trainer:
                 log.warning("no training sample arrived: no model trained")
             else:
                 # Collective: decided on what every rank shares, never on this rank's samples.
-                if window.steps or not self.validation_metrics:
+                if window.steps or not self.status:  # one row per batch count
                     self._report(window)
                 self.checkpoint()
                 log.info("training done: %d batches, %d samples in %.1f s; validation %s",
@@ -118,8 +118,8 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
 
-    @staticmethod
-    def _tensors(pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tensors(self, entries: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.server.training_pair(e) for e in entries]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return x, y
@@ -133,8 +133,25 @@ class Trainer:
         self.group.broadcast_module(model, src)  # identical starting weights on every rank
         self.model = model
         self.optimizer = self.server.build_optimizer(model)
-        if self.paths.checkpoint.exists():
-            self._restore()
+        if self.server.restored_training is not None:
+            self._restore(self.server.restored_training)
+        elif self.paths.checkpoint.exists():
+            self._restore(self.paths.checkpoint.read_bytes())
+        # Every rank must restart from the same step, or their collectives would not match.
+        steps = self.group.all_sum([self.batches, 1])
+        if steps[0] != self.batches * steps[1]:
+            raise RuntimeError(f"the server ranks restored checkpoints of different batches "
+                               f"(this rank: {self.batches}); delete {self.paths.checkpoints} "
+                               "to start the training over")
+        if self.writes:
+            from melissa.server.learning.tensorboard import without_tensorflow
+
+            without_tensorflow()
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            # A restart hides what the crashed run logged after its checkpoint: one curve.
+            self.writer = SummaryWriter(log_dir=str(self.paths.tensorboard),
+                                        purge_step=self.batches + 1 if self.batches else None)
         n_params = sum(p.numel() for p in model.parameters())
         log.info("training %s (%d parameters) on %s, %d rank(s), buffer %s of %d samples",
                  type(model).__name__, n_params, self.device, self.group.size, self.dl.buffer,
@@ -156,19 +173,34 @@ class Trainer:
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"training loss is {loss_value} at batch {self.batches}")
+            if self.server.breeding:
+                self._add_fitness(batch, x, y)
         if self.group.size > 1:
             self.group.all_reduce_gradients([p for p in self.model.parameters()
                                              if p.requires_grad])
         self.optimizer.step()
         return loss_value
 
+    def _add_fitness(self, batch: list[Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Active sampling: each sample's loss (sample_loss, before this step's update), summed
+        by simulation; its mean over a report window is the simulation's fitness."""
+        assert self.model is not None
+        with torch.no_grad():
+            losses = self.server.sample_loss(self.model, x.to(self.device),
+                                             y.to(self.device)).cpu().tolist()
+        for entry, value in zip(batch, losses, strict=True):
+            sim = int(entry[2])
+            total, count = self._fitness_sums.get(sim, (0.0, 0))
+            self._fitness_sums[sim] = (total + value, count + 1)
+
     # -- validation and reports -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Mean of each validation_step metric over every held-out sample of every rank."""
         assert self.model is not None
-        for x, y in self.server.validation.since(len(self._val_x)):
-            self._val_x.append(torch.from_numpy(x))
-            self._val_y.append(torch.from_numpy(y))
+        for entry in self.server.validation.since(len(self._val_x)):
+            x_np, y_np = self.server.training_pair(entry)
+            self._val_x.append(torch.from_numpy(x_np))
+            self._val_y.append(torch.from_numpy(y_np))
         sums: dict[str, float] = {}
         count = len(self._val_x)
         if count:
@@ -206,22 +238,12 @@ class Trainer:
         )
         metrics = self.validate()
         self.validation_metrics = metrics
+        if self._fitness_sums:
+            self.server.record_fitness({s: t / n for s, (t, n) in self._fitness_sums.items()})
+            self._fitness_sums = {}
         now = time.monotonic()
-        elapsed = max(now - window.started, 1e-9)
-        row: dict[str, float] = {
-            "batch": self.batches,
-            "samples": self.samples,
-            "wall_s": round(now - self.started, 3),
-            "loss": loss_sum / samples if samples else float("nan"),
-            "samples_per_s": samples / elapsed,
-            "buffer_fill": total.fill,
-            "buffer_received": total.received,
-            "buffer_evicted": total.evicted,
-            "buffer_evicted_unused": total.evicted_unused,
-            "buffer_reuse": total.reuse,
-            "validation_samples": int(sums[9]),
-            **{f"validation_{k}": v for k, v in metrics.items()},
-        }
+        row = metrics_row(self.batches, self.samples, now - self.started, loss_sum, samples,
+                          now - window.started, total, int(sums[9]), metrics)
         self.status = row
         self.server.on_validation_end(metrics)
         if not self.writes:
@@ -230,7 +252,7 @@ class Trainer:
         self.metrics.append(row)
         for key, value in row.items():
             if key not in ("batch", "wall_s") and math.isfinite(value):
-                self.writer.add_scalar(_tag(key), value, self.batches)
+                self.writer.add_scalar(tag(key), value, self.batches)
         self.writer.flush()
         log.info("batch %d: loss %.4g, validation %s, %.0f samples/s, buffer %.0f%% full, "
                  "reuse %.2f", self.batches, row["loss"], metrics, row["samples_per_s"],
@@ -248,24 +270,27 @@ class Trainer:
             self.writer.add_scalar(name, value, self.batches)
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def _restore(self) -> None:
-        """A restarted server continues from the last checkpoint: weights, optimizer state,
-        counters (the buffer starts empty: samples held at the crash are not in it)."""
+    def _restore(self, saved: bytes) -> None:
+        """A restarted server continues from its last checkpoint: weights, optimizer state,
+        counters (the receive side restored the buffer of that moment)."""
         assert self.model is not None and self.optimizer is not None
-        state = torch.load(self.paths.checkpoint, map_location=self.device, weights_only=True)
+        state = torch.load(io.BytesIO(saved), map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches, self.samples = int(state["batches"]), int(state["samples"])
         self.validation_metrics = dict(state["validation"])
         if self.metrics is not None:
             self.metrics.resume(self.batches)
-        log.info("resumed from %s: batch %d, %d samples trained", self.paths.checkpoint,
-                 self.batches, self.samples)
+        self.restored_training_s = float(state.get("training_s", 0.0))
+        log.info("resumed from checkpoint: batch %d, %d samples trained", self.batches,
+                 self.samples)
 
     def checkpoint(self) -> None:
-        """Model, optimizer and counters, atomically (temp file, fsync, rename); rank 0 only:
-        the ranks' models are identical."""
-        if not self.writes or self.model is None or self.optimizer is None:
+        """Every rank at the same batch: rank 0 writes the model file (checkpoints/last.pt:
+        model, optimizer and counters, atomically: temp file, fsync, rename; the ranks' models
+        are identical), then each rank's receive loop writes its server checkpoint, which holds
+        the same training state and the buffer (what a restarted server continues from)."""
+        if self.model is None or self.optimizer is None:
             return
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -275,23 +300,18 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "batches": self.batches,
             "samples": self.samples,
-            "training_s": self.training_seconds,
+            "training_s": self.restored_training_s + self.training_seconds,
             "validation": self.validation_metrics,
             "parameter_names": self.server.parameter_names,
             "field_names": list(self.server.config.study_options.field_names),
             "dl_config": self.dl.model_dump(mode="json"),
             **self.server.checkpoint_extra(),
         }
-        path = self.paths.checkpoint
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, durable=True) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)
-
-
-def _tag(key: str) -> str:
-    """TensorBoard tag of a metrics column: grouped as train/, validation/, buffer/."""
-    if key.startswith("validation_"):
-        return "validation/" + key.removeprefix("validation_")
-    if key.startswith("buffer_"):
-        return "buffer/" + key.removeprefix("buffer_")
-    return "train/" + key
+        blob = io.BytesIO()
+        torch.save(state, blob)
+        if self.writes:
+            path = self.paths.checkpoint
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, durable=True) as tmp, open(tmp, "wb") as f:
+                f.write(blob.getbuffer())
+        self.server.request_checkpoint(blob.getvalue())
