@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install clib demo test bench online-vs-offline lint clean
+.PHONY: install clib demo test docs bench online-vs-offline lint clean
 
 install: $(STAMP) clib
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl]"
+	$(PY) -m pip install --quiet -e ".[test,dev,mpi,dl,docs]"
 	touch $(STAMP)
 
 # libmelissa (C and Fortran clients) into the venv: include/melissa, lib/melissa, lib/pkgconfig,
@@ -25,6 +25,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# The documentation as a site in site/ (tests/unit/test_docs.py checks its links in `make test`).
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+
 bench: install
 	$(PY) bench/stats_kernels.py
 	$(PY) bench/ingest.py
@@ -36,8 +40,8 @@ online-vs-offline: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/mypy src/melissa
+	$(VENV)/bin/mypy src/melissa src/melissa_api src/melissa_api_no_mpi
 
 clean:
 	rm -rf $(VENV) examples/heat_equation/output_sa examples/heat_equation/output_dl \
-		examples/lorenz/output_dl .pytest_cache
+		examples/lorenz/output_dl .pytest_cache site

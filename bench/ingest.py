@@ -8,7 +8,11 @@ common wall-clock instant; the time runs from that instant until the receiver ha
 and folded into the statistics). The output phase (NetCDF writing) is timed separately.
 
     .venv/bin/python bench/ingest.py [--clients 2] [--cells 524288] [--steps 25] [--repeats 3]
-                                     [--server-ranks 1 2]
+                                     [--server-ranks 1 2] [--client-nodes n2 n3]
+
+--client-nodes runs the clients on nodes of the multi-node test cluster (scripts/slurm-cluster.sh
+start --nodes N; as root), client i in the network namespace of node i mod len: both receivers
+then listen on the bridge's address 127.1.0.1 and the bytes cross veth pairs and the bridge.
 
 The last line printed is one JSON object with the figures and the ratios (target >= 0.5).
 """
@@ -98,18 +102,30 @@ sock.close(linger=-1)
 """
 
 
+HOST = "127.0.0.1"  # where both receivers listen (--client-nodes: the cluster's bridge)
+CLIENT_NODES: list[str] = []  # --client-nodes: node i's network namespace runs client i
+
+
 def client_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **extra}
+
+
+def client_argv(i: int, argv: list[str]) -> list[str]:
+    if not CLIENT_NODES:
+        return argv
+    node = CLIENT_NODES[i % len(CLIENT_NODES)]
+    return ["nsenter", f"--net=/var/run/netns/melissa-{node}", *argv]
 
 
 def run_raw(clients: int, cells: int, steps: int) -> float:
     ctx = zmq.Context.instance()
     pull = ctx.socket(zmq.PULL)
-    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    port = pull.bind_to_random_port(f"tcp://{HOST}")
     start = time.time() + START_DELAY_S
     env = client_env(B_CELLS=str(cells), B_STEPS=str(steps), B_START=repr(start),
-                     B_ADDRESS=f"tcp://127.0.0.1:{port}")
-    procs = [subprocess.Popen([sys.executable, "-c", RAW_CLIENT], env=env) for _ in range(clients)]
+                     B_ADDRESS=f"tcp://{HOST}:{port}")
+    procs = [subprocess.Popen(client_argv(i, [sys.executable, "-c", RAW_CLIENT]), env=env)
+             for i in range(clients)]
     ends = 0
     while ends < clients:
         frames = pull.recv_multipart(copy=False)
@@ -159,7 +175,7 @@ def run_melissa(
                        for i in range(nb_parameters)],
         "sa_config": sa_config,
         "client_config": {"executable_command": "unused"},
-        "server_config": {"ranks": server_ranks},
+        "server_config": {"ranks": server_ranks, "bind_address": HOST},
     }
     paths.study_file.write_text(json.dumps(study))
     token = secrets.token_hex(16)
@@ -176,7 +192,8 @@ def run_melissa(
     channel.attach(30)
     start = time.time() + START_DELAY_S
     procs = [
-        subprocess.Popen(client_command or [sys.executable, "-c", MELISSA_CLIENT], env=client_env(
+        subprocess.Popen(client_argv(i, client_command or [sys.executable, "-c", MELISSA_CLIENT]),
+                         env=client_env(
             MELISSA_SERVER=address, MELISSA_SIMULATION_ID=str(i), MELISSA_STUDY_TOKEN=token,
             B_CELLS=str(cells), B_STEPS=str(steps), B_START=repr(start)))
         for i in range(clients)
@@ -209,7 +226,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server-ranks", type=int, nargs="+", default=[1, 2],
                         help="server sizes to measure (M > 1 runs under the venv's mpiexec)")
+    parser.add_argument("--client-nodes", nargs="+", default=[], metavar="NODE",
+                        help="test-cluster nodes (n2 ...) whose network namespaces run the clients")
     args = parser.parse_args()
+    global HOST
+    if args.client_nodes:
+        HOST = "127.1.0.1"
+        CLIENT_NODES.extend(args.client_nodes)
     total_bytes = args.clients * args.cells * args.steps * 8
     raw_times: list[float] = []
     melissa_times: dict[int, list[float]] = {m: [] for m in args.server_ranks}
@@ -228,11 +251,13 @@ def main() -> None:
                 c_times.append(run_melissa(args.clients, args.cells, args.steps, Path(tmp),
                                            client_command=c_client)[0])
     raw = total_bytes / min(raw_times) / 1e9
+    where = f", clients on {' '.join(CLIENT_NODES)} to {HOST}" if CLIENT_NODES else ""
     print(f"{args.clients} clients x {args.steps} steps x {args.cells} float64 cells "
-          f"= {total_bytes / 1e6:.0f} MB per run, best of {args.repeats}, {os.cpu_count()} cores")
+          f"= {total_bytes / 1e6:.0f} MB per run, best of {args.repeats}, {os.cpu_count()} cores"
+          f"{where}")
     print(f"  raw pyzmq PUSH/PULL                {raw:6.2f} GB/s")
     figures: dict[str, object] = {
-        "bench": "ingest", "clients": args.clients, "cells": args.cells, "steps": args.steps,
+        "bench": "ingest", "client_nodes": CLIENT_NODES, "clients": args.clients, "cells": args.cells, "steps": args.steps,
         "bytes": total_bytes, "raw_gbps": round(raw, 3),
     }
     for m in args.server_ranks:

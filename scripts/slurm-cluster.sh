@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# A single-node Slurm cluster for tests and CI: Debian's slurm-wlm and munge, as root, no systemd.
+# A Slurm test cluster on this machine: Debian's slurm-wlm and munge, as root, no systemd.
 #
-#   scripts/slurm-cluster.sh start [--accounting]
-#       Write slurm.conf, start munged, slurmctld and slurmd, wait until the node is idle.
-#       --accounting also starts MariaDB and slurmdbd, so that sacct works. Idempotent: a running
-#       cluster is kept, or restarted if it ran with the other accounting setting.
+#   scripts/slurm-cluster.sh start [--accounting] [--nodes N]
+#       Write slurm.conf, start munged, slurmctld and slurmd, wait until the nodes are idle.
+#       --accounting also starts MariaDB and slurmdbd, so that sacct works.
+#       --nodes N (N >= 1) makes a multi-node cluster instead of the single node named after this
+#       host: nodes n1..nN, each a slurmd in its own network namespace (melissa-n1, ...) and UTS
+#       namespace (hostname nK), reached at 127.1.0.1K... (127.1.0.(10+K)) over a veth pair
+#       whose other end is on the bridge melissa-br0 (127.1.0.1, slurmctld's address). Only
+#       loopback-range addresses, with net.ipv4.conf.*.route_localnet=1 on both ends. A job on a
+#       node sees that node's network only: 127.0.0.1 there is the node itself.
+#       Idempotent: a running cluster is kept, or restarted if it ran with other settings.
 #   scripts/slurm-cluster.sh stop
-#       Cancel every job, stop the daemons (slurmdbd, MariaDB and munged included).
+#       Cancel every job, stop the daemons (slurmdbd, MariaDB and munged included), remove the
+#       namespaces, veth pairs and bridge, and put route_localnet back as it was.
 #   scripts/slurm-cluster.sh status
 #       Exit 0 when the cluster accepts jobs.
 #
 # Install first: apt-get install -y --no-install-recommends slurm-wlm munge
-# and for --accounting: mariadb-server slurmdbd slurm-wlm-mysql-plugin
-# Facts behind the settings: ../shared/design/CLUSTER.md. State, spool and logs live under
+# and for --accounting: mariadb-server slurmdbd slurm-wlm-mysql-plugin; --nodes needs iproute2
+# and util-linux (nsenter, unshare).
+# Why the settings are what they are: docs/schedulers.md. State, spool and logs live under
 # $MELISSA_SLURM_DIR (default /tmp/melissa-slurm); slurm.conf and slurmdbd.conf go to /etc/slurm,
 # where every Slurm command finds them, and are never written over if someone else wrote them.
 set -euo pipefail
@@ -22,8 +30,14 @@ CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
 MARIADB_PID=/run/mysqld/mariadbd.pid  # MariaDB runs as user mysql, which cannot write $DIR
 MARK="# Written by melissa scripts/slurm-cluster.sh"
-NODE=$(hostname -s)
+HOST=$(hostname -s)
+NODE=$HOST  # the single node; --nodes N: n1..nN instead
 CPUS=8  # more than the real cores, so several 1-CPU jobs run at once (config_overrides)
+NODE_CPUS=4  # of each node of a multi-node cluster
+BRIDGE=melissa-br0
+BRIDGE_ADDR=127.1.0.1
+NODES_FILE=/run/melissa-slurm-nodes  # how many namespace nodes exist (for stop), with $DIR's path
+LOCALNET_FILE=/run/melissa-slurm-route_localnet  # route_localnet before start changed it
 
 die() { echo "slurm-cluster: $*" >&2; exit 1; }
 
@@ -45,7 +59,16 @@ ours() {  # ours FILE: FILE is absent or was written by this script
   [[ ! -e $1 ]] || grep -qF "$MARK" "$1" || die "$1 exists and was not written by this script"
 }
 
-node_idle() { sinfo --noheader --nodes="$NODE" --format=%t | grep -qE '^(idle|mix|alloc)'; }
+node_names() {  # the node names, one a line
+  if ((nodes == 0)); then echo "$HOST"; else for k in $(seq "$nodes"); do echo "n$k"; done; fi
+}
+node_addr() { echo "127.1.0.$((10 + $1))"; }
+# Every node idle (or busy): sinfo prints one state per node.
+node_idle() {
+  local states
+  states=$(sinfo --noheader --Node --format=%t)
+  (($(grep -cE '^(idle|mix|alloc)' <<<"$states") == $(node_names | wc -l)))
+}
 ctld_up() { scontrol ping | grep -q 'is UP'; }
 
 # write_conf STORAGE_LINES: write slurm.conf; succeed only if it changed.
@@ -54,10 +77,22 @@ write_conf() {
   local mem_kib
   mem_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
   mkdir -p "$DIR/state" "$DIR/spool" /etc/slurm
+  local ctld_host=$HOST node_lines kind="single-node" spool=$DIR/spool pid=$DIR/slurmd.pid
+  local log=$DIR/slurmd.log
+  node_lines="NodeName=$NODE CPUs=$CPUS RealMemory=$((mem_kib / 1024 - 1024)) State=UNKNOWN"
+  if ((nodes > 0)); then
+    # slurmctld only accepts its own host name, listening on the bridge's address.
+    ctld_host="$HOST($BRIDGE_ADDR)" kind="$nodes-node" spool=$DIR/spool/%n
+    pid=$DIR/slurmd.%n.pid log=$DIR/slurmd.%n.log node_lines=""
+    for k in $(seq "$nodes"); do
+      node_lines+="NodeName=n$k NodeAddr=$(node_addr "$k") CPUs=$NODE_CPUS"
+      node_lines+=" RealMemory=$(((mem_kib / 1024 - 1024) / nodes)) State=UNKNOWN"$'\n'
+    done
+  fi
   cat >"$CONF.tmp" <<END_CONF
-$MARK: single-node test cluster.
+$MARK: $kind test cluster.
 ClusterName=melissa
-SlurmctldHost=$NODE
+SlurmctldHost=$ctld_host
 SlurmUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
@@ -74,13 +109,13 @@ JobAcctGatherType=jobacct_gather/none
 KillWait=5
 MpiDefault=none
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$pid
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
+SlurmdLogFile=$log
 SlurmdParameters=config_overrides
-NodeName=$NODE CPUs=$CPUS RealMemory=$((mem_kib / 1024 - 1024)) State=UNKNOWN
+${node_lines%$'\n'}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 END_CONF
   if cmp -s "$CONF.tmp" "$CONF"; then
@@ -151,8 +186,13 @@ start() {
     storage=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost'
   fi
   if write_conf "$storage"; then  # a new slurm.conf: daemons running on the old one restart
-    stop_daemon "$DIR/slurmd.pid"
+    stop_slurmds
     stop_daemon "$DIR/slurmctld.pid"
+  fi
+  if ((nodes > 0)); then
+    start_network
+  else
+    remove_network
   fi
   start_munge
   if [[ $accounting == 1 ]]; then
@@ -162,12 +202,70 @@ start() {
     /usr/sbin/slurmctld -i  # -i: ignore state a previous run left behind
   fi
   wait_for 20 slurmctld ctld_up
-  if ! running "$DIR/slurmd.pid"; then
-    /usr/sbin/slurmd
+  if ((nodes == 0)); then
+    running "$DIR/slurmd.pid" || /usr/sbin/slurmd
+  else
+    for k in $(seq "$nodes"); do
+      running "$DIR/slurmd.n$k.pid" && continue
+      # nsenter, not `ip netns exec`, which remounts /sys (slurmd then finds no cgroup fs).
+      nsenter --net="/var/run/netns/melissa-n$k" unshare --uts \
+        sh -c "hostname n$k && exec /usr/sbin/slurmd -N n$k"
+    done
   fi
-  wait_for 20 "node $NODE" node_idle
-  echo "slurm-cluster: node $NODE idle with $CPUS CPUs," \
-    "accounting $([[ $accounting == 1 ]] && echo on || echo off) (state in $DIR)"
+  wait_for 30 "nodes $(node_names | paste -sd,)" node_idle
+  if ((nodes == 0)); then
+    echo "slurm-cluster: node $NODE idle with $CPUS CPUs,"\
+      "accounting $([[ $accounting == 1 ]] && echo on || echo off) (state in $DIR)"
+  else
+    echo "slurm-cluster: nodes n1..n$nodes idle with $NODE_CPUS CPUs each at" \
+      "$(node_addr 1)..$(node_addr "$nodes"), slurmctld at $BRIDGE_ADDR, accounting" \
+      "$([[ $accounting == 1 ]] && echo on || echo off) (state in $DIR)"
+  fi
+}
+
+# The namespace nodes' network: a bridge in this namespace, a veth pair per node.
+start_network() {
+  for cmd in ip nsenter unshare sysctl; do
+    command -v $cmd >/dev/null || die "$cmd not found: apt-get install -y iproute2 util-linux procps"
+  done
+  local made=0
+  [[ -s $NODES_FILE ]] && made=$(cat "$NODES_FILE")
+  ((made == nodes)) && ip link show "$BRIDGE" >/dev/null 2>&1 && return
+  remove_network
+  [[ -e $LOCALNET_FILE ]] || sysctl -n net.ipv4.conf.all.route_localnet >"$LOCALNET_FILE"
+  echo "$nodes" >"$NODES_FILE"
+  sysctl -qw net.ipv4.conf.all.route_localnet=1
+  ip link add "$BRIDGE" type bridge
+  ip addr add "$BRIDGE_ADDR/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+  for k in $(seq "$nodes"); do
+    ip netns add "melissa-n$k"
+    ip link add "melissa-v$k" type veth peer name eth0 netns "melissa-n$k"
+    ip link set "melissa-v$k" master "$BRIDGE"
+    ip link set "melissa-v$k" up
+    sysctl -qw "net.ipv4.conf.melissa-v$k.route_localnet=1"
+    ip netns exec "melissa-n$k" sh -e -c "
+      sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localnet=1
+      ip addr add $(node_addr "$k")/24 dev eth0
+      ip link set eth0 up
+      ip link set lo up"
+  done
+}
+
+# Remove what start_network made (whatever node count it was made with).
+remove_network() {
+  local made=0 k
+  [[ -s $NODES_FILE ]] && made=$(cat "$NODES_FILE")
+  for k in $(seq "$made"); do
+    ip netns del "melissa-n$k" 2>/dev/null || true  # takes its veth pair along
+    ip link del "melissa-v$k" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+  if [[ -s $LOCALNET_FILE ]]; then
+    sysctl -qw "net.ipv4.conf.all.route_localnet=$(cat "$LOCALNET_FILE")"
+  fi
+  rm -f "$NODES_FILE" "$LOCALNET_FILE"
 }
 
 stop_daemon() {  # stop_daemon PIDFILE: SIGTERM, then SIGKILL after 15 s
@@ -182,32 +280,50 @@ stop_daemon() {  # stop_daemon PIDFILE: SIGTERM, then SIGKILL after 15 s
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+stop_slurmds() {
+  local pidfile
+  for pidfile in "$DIR"/slurmd.pid "$DIR"/slurmd.*.pid; do
+    [[ -e $pidfile ]] && stop_daemon "$pidfile"
+  done
+  return 0
+}
+
 stop() {
   if ctld_up 2>/dev/null; then
     scancel --full --quiet --user=root 2>/dev/null || true
   fi
-  stop_daemon "$DIR/slurmd.pid"
+  stop_slurmds
   stop_daemon "$DIR/slurmctld.pid"
   stop_daemon "$DIR/slurmdbd.pid"
   stop_daemon "$MARIADB_PID"
   stop_daemon /run/munge/munged.pid
+  remove_network
   echo "slurm-cluster: stopped"
 }
 
 status() {
+  [[ -s $NODES_FILE ]] && nodes=$(cat "$NODES_FILE")
   ctld_up && node_idle
 }
 
+USAGE="usage: $0 start [--accounting] [--nodes N] | stop | status"
 accounting=0
+nodes=0
 case ${1:-} in
   start)
-    case ${2:-} in
-      "") ;;
-      --accounting) accounting=1 ;;
-      *) echo "usage: $0 start [--accounting]" >&2; exit 2 ;;
-    esac
+    shift
+    while (($#)); do
+      case $1 in
+        --accounting) accounting=1 ;;
+        --nodes)
+          [[ ${2:-} =~ ^[1-9][0-9]*$ ]] && (($2 <= 200)) || die "--nodes takes 1 to 200, got '${2:-}'"
+          nodes=$2; shift ;;
+        *) echo "$USAGE" >&2; exit 2 ;;
+      esac
+      shift
+    done
     start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start [--accounting] | stop | status" >&2; exit 2 ;;
+  *) echo "$USAGE" >&2; exit 2 ;;
 esac

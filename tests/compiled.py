@@ -24,7 +24,7 @@ EXAMPLES = REPO / "examples" / "heat_equation"
 PREFIX = Path(sys.prefix)  # the venv `make install` put libmelissa in
 PKG_CONFIG_PATH = PREFIX / "lib" / "pkgconfig"
 
-# OpenMPI refuses to run as root without these (CLUSTER.md); harmless otherwise.
+# OpenMPI refuses to run as root without these; harmless otherwise.
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 

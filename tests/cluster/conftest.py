@@ -1,4 +1,4 @@
-"""Tests on a live Slurm cluster (scripts/slurm-cluster.sh start [--accounting]).
+"""Tests on a live Slurm cluster (scripts/slurm-cluster.sh start --accounting [--nodes 3]).
 
 Tests marked `slurm` are skipped when no cluster answers, unless MELISSA_REQUIRE_SLURM=1 (as in
 .ci/run), which makes that a failure: CI must never pass by skipping them.
@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-START = "scripts/slurm-cluster.sh start --accounting"
+START = "scripts/slurm-cluster.sh start --accounting --nodes 3"
+NODES = ("n1", "n2", "n3")  # the test cluster's nodes that multi-node tests place jobs on
 
 
 @functools.cache
@@ -44,6 +45,16 @@ def accounting_unavailable() -> str | None:
         f"Slurm accounting is off ({sacct.stderr.strip()}): {START}")
 
 
+@functools.cache
+def multinode_unavailable() -> str | None:
+    """Why the cluster is not the multi-node test cluster (nodes n1, n2, n3), or None."""
+    sinfo = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%N"], capture_output=True,
+                           text=True, timeout=20, check=False)
+    missing = set(NODES) - set(sinfo.stdout.split())
+    return None if not missing else (
+        f"the Slurm cluster lacks nodes {', '.join(sorted(missing))}: {START}")
+
+
 def require(reason: str | None) -> None:
     if reason is None:
         return
@@ -55,3 +66,10 @@ def require(reason: str | None) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("slurm") is not None:
         require(slurm_unavailable())
+
+
+@pytest.fixture
+def multinode() -> None:
+    """The multi-node test cluster with accounting (sacct's node lists)."""
+    require(multinode_unavailable())
+    require(accounting_unavailable())

@@ -34,6 +34,7 @@ def test_sa_study_through_slurm_equals_the_local_run(tmp_path: Path) -> None:
     config["launcher_config"].update(
         scheduler="slurm", scheduler_arg_client=["--time=5", "--comment=melissa client"],
         scheduler_arg_server=["--time=10"])
+    config["server_config"] = {"bind_address": "0.0.0.0"}  # clients may run on other nodes
     (tmp_path / "slurm").mkdir()
     slurm = run_launcher(config, tmp_path / "slurm")
     assert slurm.returncode == 0, slurm.output
@@ -66,7 +67,8 @@ def test_sobol_study_through_slurm_equals_the_local_run(tmp_path: Path) -> None:
             study_options={"parameter_sweep_size": 8},
             client_config={"executable_command": f"{sys.executable} "
                                                  f"{ISHIGAMI / 'ishigami.py'}"},
-            launcher_config={"scheduler": scheduler, "job_limit": 10})
+            launcher_config={"scheduler": scheduler, "job_limit": 10},
+            server_config={"bind_address": "0.0.0.0"})
         (tmp_path / f"{scheduler}_dir").mkdir()
         run = run_launcher(config, tmp_path / f"{scheduler}_dir")
         assert run.returncode == 0, run.output
@@ -117,6 +119,7 @@ def test_failed_jobs_are_recorded(tmp_path: Path) -> None:
         "parameters": [{"name": "p", "distribution": "uniform", "low": 0, "high": 1}],
         "sa_config": {"plot_time_steps": []},
         "client_config": {"executable_command": f"{sys.executable} sim.py"},
+        "server_config": {"bind_address": "0.0.0.0"},
         # Each failure recorded as it is, not resubmitted (tests/chaos/ covers resubmission).
         "launcher_config": {"scheduler": "slurm", "job_limit": 6, "fault_tolerance": False,
                             "scheduler_arg_client": ["--time=1"]},

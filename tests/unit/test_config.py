@@ -75,7 +75,8 @@ BAD = [
     (with_change("launcher_config", {"job_limit": 0}),
      "c.json: launcher_config.job_limit: Input should be greater than or equal to 1, got 0"),
     (with_change("launcher_config", {"scheduler": "pbs"}),
-     "c.json: launcher_config.scheduler: Input should be 'local', 'openmpi', 'slurm' or 'oar', got \"pbs\""),
+     ("c.json: launcher_config.scheduler: Input should be one of local, oar, openmpi, slurm, "
+      "slurm-steps (or a plugin's scheduler: see docs/schedulers.md), got \"pbs\"")),
     (with_change("launcher_config", {"scheduler_arg_client": "--time=10"}),
      'c.json: launcher_config.scheduler_arg_client: Input should be a valid list, got "--time=10"'),
     (with_change("launcher_config", {"scheduler_arg_server": ["--time=10", ""]}),

@@ -16,6 +16,7 @@ import torch
 
 from melissa.config import parse_config
 from melissa.errors import ProtocolError
+from melissa.launcher.state import SimulationStatus
 from melissa.launcher.status import build_snapshot
 from melissa.monitor.render import plain
 from melissa.paths import StudyPaths
@@ -104,7 +105,7 @@ def test_training_figures_reach_the_monitor() -> None:
                 "samples_per_s": 9000.0, "buffer_fill": 0.38, "buffer_reuse": 12.6}
     snap = build_snapshot(
         output_dir=Path("/s"), scheduler="local", state="running", elapsed_s=1.0, job_limit=1,
-        records=[],
+        counts=dict.fromkeys(SimulationStatus, 0), failures=[],
         running=[], server_job={}, server=ServerStatus(training=training), chunks_expected=1,
         recent_mb_s=None, log_of=lambda s: Path("/s"),
     )

@@ -14,6 +14,7 @@ from melissa.launcher.policy import (
     next_submissions,
     preempted,
     realign,
+    wait_s,
 )
 from melissa.launcher.schedulers.base import JobState, JobStatus
 from melissa.launcher.state import SimulationRecord, SimulationStatus
@@ -71,7 +72,7 @@ def test_exit_zero_without_data_fails_after_the_grace_period() -> None:
 ])
 def test_complete_data_means_done_whatever_the_exit(status: JobStatus, reason: str) -> None:
     run = started_run()
-    run.complete = True
+    run.completed_at = 1.0
     judged = POLICY.judge(run, status, 1.0, 0.0)
     assert (judged.verdict, judged.reason) == (Verdict.DONE, reason)
 
@@ -86,7 +87,7 @@ def test_silence_blames_only_a_running_attempt_older_than_the_timeout() -> None:
     assert not POLICY.is_hung(None, 200.0)
     assert not POLICY.is_hung(run, 129.0)  # the silence began with an earlier attempt
     assert POLICY.is_hung(run, 130.0)
-    run.complete = True
+    run.completed_at = 1.0
     assert not POLICY.is_hung(run, 300.0)
 
 
@@ -114,7 +115,7 @@ def test_server_faults_and_restart_budget() -> None:
 
 def test_preemption_stops_complete_jobs_then_the_newest() -> None:
     running = {1: Run("a", 1.0), 2: Run("b", 2.0), 3: Run("c", 3.0), 4: Run("d", 0.5)}
-    running[4].complete = True
+    running[4].completed_at = 1.0
     assert preempted(running, 4) == []
     assert preempted(running, 2) == [4, 3]
     assert preempted(running, 0) == [4, 3, 2, 1]
@@ -142,3 +143,12 @@ def test_realign_with_a_restored_server() -> None:
     _, again = realign(records, set(), running={})
     assert [(sim, why) for sim, why in again if sim != 0 and sim != 1] == [
         (2, "stopped, the server was restarted"), (3, "stopped, the server was restarted")]
+
+
+def test_the_loop_looks_again_soon_while_a_slot_is_about_to_free() -> None:
+    running = [started_run(), started_run()]
+    assert wait_s(running, 10.0, 0.2) == 0.2
+    running[1].completed_at = 9.5  # its job should exit within milliseconds
+    assert wait_s(running, 10.0, 0.2) == 0.005
+    assert wait_s(running, 10.0, 0.001) == 0.001
+    assert wait_s(running, 10.6, 0.2) == 0.2  # a job that lingers: back to poll_interval

@@ -233,7 +233,7 @@ def test_every_change_survives_a_crash(tmp_path: Path) -> None:
 def test_readers_see_commits_while_the_launcher_writes(store: StateStore) -> None:
     reader = StateStore(store.path)
     store.add_simulations([(0, [1.0, 2.0])])
-    assert reader.counts()[SimulationStatus.PENDING] == 1
+    assert [r.status for r in reader.simulations()] == [SimulationStatus.PENDING]
     store.mark_running(0, "j")
     assert reader.simulation(0).status == SimulationStatus.RUNNING
     reader.close()
@@ -304,3 +304,68 @@ def test_parameters_csv_refuses_mismatched_names(store: StateStore, tmp_path: Pa
         write_parameters_csv(path, ["x", "y", "z"], store.simulations())
     assert path.read_text() == "old table"
     assert [p.name for p in tmp_path.iterdir() if "parameters" in p.name] == ["parameters.csv"]
+
+
+def test_pending_and_recent_failures_read_few_rows_through_indexes(store: StateStore) -> None:
+    store.add_simulations([(i, [float(i), 0.0]) for i in range(50)])
+    for sim in (3, 7, 9):
+        store.mark_running(sim, f"job{sim}")
+    assert [r.simulation_id for r in store.pending(4)] == [0, 1, 2, 4]
+    store.requeue(7, "attempt 0: exit status 1, resubmitted", failed=True, exit_code=1)
+    store.mark_finished(3, SimulationStatus.FAILED, 2, "exit status 2")
+    store.mark_finished(9, SimulationStatus.COMPLETED, 0, "")
+    # Newest first; a completed simulation without failures is none of them.
+    assert [r.simulation_id for r in store.recent_failures(10)] == [3, 7]
+    assert [r.simulation_id for r in store.recent_failures(1)] == [3]
+    conn = sqlite3.connect(store.path)
+    plans = [" ".join(str(c) for c in row) for sql, args in (
+        ("SELECT * FROM simulations WHERE status = 'pending' ORDER BY simulation_id LIMIT ?",
+         (4,)),
+        (("SELECT * FROM simulations WHERE (failures > 0 OR status = 'failed') "
+         "ORDER BY finished_at DESC, simulation_id LIMIT ?"), (10,)),
+    ) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args)]
+    conn.close()
+    assert any("simulations_by_status" in p for p in plans), plans
+    assert any("simulations_recent_failures" in p for p in plans), plans
+    assert not any("SCAN simulations" == p.split(" ", 3)[-1] for p in plans), plans
+
+
+def test_counts_follow_every_change_without_reading_the_table(store: StateStore) -> None:
+    store.add_simulations([(i, [float(i), 0.0]) for i in range(6)])
+    store.mark_running(0, "a")
+    store.mark_running(1, "b")
+    store.mark_finished(0, SimulationStatus.COMPLETED, 0, "")
+    store.requeue(1, "attempt 0: failed", failed=True)
+    store.mark_running(2, "c")
+    store.redraw({2: "redrawn", 3: "group redrawn"}, [(6, [1.0, 1.0])], 2, failed=2)
+    with pytest.raises(ValueError, match="already in the study"):  # rolled back, all of it
+        store.redraw({4: "redrawn"}, [(0, [1.0, 1.0])], 3, failed=4)
+    with pytest.raises(ValueError, match="is redrawn, expected pending"):
+        store.mark_running(2, "d")
+    store.mark_finished(5, SimulationStatus.FAILED, None, "refused")
+    expected = {SimulationStatus.PENDING: 3, SimulationStatus.RUNNING: 0,
+                SimulationStatus.COMPLETED: 1, SimulationStatus.FAILED: 1,
+                SimulationStatus.REDRAWN: 2}
+    assert store.counts() == expected
+    reopened = StateStore(store.path)
+    assert reopened.counts() == expected
+    reopened.close()
+
+
+def test_a_batch_commits_once_and_a_failed_redraw_inside_undoes_only_itself(
+        store: StateStore) -> None:
+    store.add_simulations([(i, [float(i), 0.0]) for i in range(3)])
+    reader = sqlite3.connect(store.path)
+    with store.batch():
+        store.mark_running(0, "a")
+        store.mark_finished(0, SimulationStatus.COMPLETED, None, "")
+        with pytest.raises(ValueError, match="already in the study"):
+            store.redraw({1: "redrawn"}, [(2, [1.0, 1.0])], 2, failed=1)
+        store.mark_finished(2, SimulationStatus.FAILED, None, "refused")
+        # Nothing is visible to another connection before the batch ends.
+        assert reader.execute("SELECT COUNT(*) FROM simulations WHERE status = 'pending'"
+                              ).fetchone()[0] == 3
+    statuses = [s for (s,) in reader.execute("SELECT status FROM simulations ORDER BY 1")]
+    assert statuses == ["completed", "failed", "pending"]
+    assert store.counts()[SimulationStatus.PENDING] == 1
+    reader.close()

@@ -1,4 +1,4 @@
-"""FieldStatistics against NumPy/SciPy on the same samples (conventions: ALGORITHMS.md)."""
+"""FieldStatistics against NumPy/SciPy on the same samples (conventions: docs/statistics.md)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +43,8 @@ def snapshot(elapsed_s: float = 20.0) -> dict[str, object]:
     ]
     return build_snapshot(
         output_dir=Path("/s/out"), scheduler="slurm", state="running", elapsed_s=elapsed_s,
-        job_limit=3, records=records,
+        job_limit=3, counts=Counter(r.status for r in records),
+        failures=[records[3], records[2]],  # newest first, as StateStore.recent_failures
         running=[RunningJob(4, "14", False, 5.0), RunningJob(5, "15", True, 1.0)],
         server_job={"job_id": "10", "state": "running", "address": "tcp://n:1"},
         server=ServerStatus(messages=40, bytes=4_000_000, bad_messages=1, ingest_s=2.0,

@@ -36,7 +36,7 @@ _ZERO_COPY_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class ClientEnvironment:
-    """What the launcher gives every client job (ARCHITECTURE.md, 'Client side')."""
+    """What the launcher gives every client job (docs/architecture.md, 'Client side')."""
 
     server: str
     simulation_id: int

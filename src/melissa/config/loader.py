@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from melissa.config import melissa_compat
 from melissa.config.models import StudyConfig
 from melissa.errors import ConfigError
 
@@ -105,6 +106,7 @@ def parse_config(text: str, source: str) -> StudyConfig:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object")
+    data = melissa_compat.translate(data, source)
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:

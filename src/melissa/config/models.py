@@ -6,6 +6,7 @@ user-facing. Unknown keys are errors (`extra="forbid"`): a misspelt key must nev
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -50,12 +51,28 @@ class StudyOptions(Section):
         "new simulation id (needs launcher_config.fault_tolerance).",
     )
 
+    field_shapes: dict[str, list[Annotated[int, Field(gt=0)]]] = Field(
+        default_factory=dict,
+        description='Shape of fields whose simulations declare none (Melissa\'s API cannot), '
+        'C order, slowest dimension first, e.g. {"heat1": [100, 100]}: their results get '
+        "spatial dimensions and their plots maps. The product must be the field's size.",
+    )
+
     @field_validator("field_names")
     @classmethod
     def _unique_fields(cls, names: list[str]) -> list[str]:
         if len(set(names)) != len(names):
             raise ValueError(f"field names must be unique, got {names}")
         return names
+
+    @model_validator(mode="after")
+    def _shaped_fields(self) -> StudyOptions:
+        unknown = sorted(set(self.field_shapes) - set(self.field_names))
+        if unknown:
+            raise ValueError(f"field_shapes names {unknown}, which are not in field_names")
+        if any(not shape for shape in self.field_shapes.values()):
+            raise ValueError("field_shapes: a shape lists at least one dimension")
+        return self
 
 
 class UniformParameter(Section):
@@ -295,7 +312,15 @@ class ServerConfig(Section):
     )
     bind_address: str = Field(
         default="127.0.0.1",
-        description="Interface the server listens on (an IP address or host name it can bind).",
+        description="Address the server listens on (an IP address or host name it can bind); "
+        "0.0.0.0 (every interface) for clients on other nodes: see interface.",
+    )
+    interface: str | None = Field(
+        default=None, min_length=1, max_length=15,
+        description='Network interface (e.g. "ib0") whose address the server advertises to the '
+        "clients and listens on (on every interface when bind_address is 0.0.0.0). Without it, "
+        "a server bound to 0.0.0.0 advertises the address of its interface that routes to the "
+        "launcher's host.",
     )
     port: int = Field(default=0, ge=0, le=65535, description="Port of rank 0; 0 picks a free one.")
     max_message_bytes: int = Field(
@@ -332,11 +357,12 @@ _SchedulerArg = Annotated[str, Field(min_length=1), AfterValidator(_one_line)]
 
 
 class LauncherConfig(Section):
-    scheduler: Literal["local", "openmpi", "slurm", "oar"] = Field(
+    scheduler: str = Field(
         default="local",
         description="How jobs run: local (processes on this machine; jobs of several ranks "
         "through the mpiexec first on PATH), openmpi (the same, through the system's OpenMPI "
-        "mpirun), slurm or oar (batch jobs; see docs/schedulers.md).",
+        "mpirun), slurm or oar (batch jobs), slurm-steps (job steps inside the Slurm allocation "
+        "the launcher runs in), or a backend a plugin package adds (see docs/schedulers.md).",
     )
     scheduler_arg_client: list[_SchedulerArg] = Field(
         default_factory=list,
@@ -382,6 +408,28 @@ class LauncherConfig(Section):
     poll_interval: float = Field(
         default=0.2, gt=0, description="Seconds between two scheduler polls."
     )
+    verbosity: int = Field(
+        default=2, ge=0, le=3,
+        description="What logs/launcher.log and logs/server.log hold (Melissa's levels): 0 "
+        "errors, 1 and warnings, 2 and progress, 3 and debugging details.",
+    )
+
+    @property
+    def log_level(self) -> int:
+        """The logging level of `verbosity`."""
+        return (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)[self.verbosity]
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        # Imported here: the registry builds schedulers from this very model.
+        from melissa.launcher.schedulers.registry import backends
+
+        known = backends()
+        if name not in known:
+            raise ValueError(f"Input should be one of {', '.join(sorted(known))} (or a plugin's "
+                             "scheduler: see docs/schedulers.md)")
+        return name
 
 
 class StudyConfig(Section):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from melissa.config.melissa_compat import ACCEPTED, REFUSED, SAME_AS_MELISSA
 from melissa.config.models import StudyConfig
 
 
@@ -55,7 +56,8 @@ def option_lines(model: type[BaseModel] = StudyConfig, prefix: str = "") -> Iter
         path = f"{prefix}{name}"
         models = _models_in(field.annotation)
         if not models:
-            yield (f"{indent}{path}: {_type_name(field.annotation)} = {_default(field)}"
+            mark = " [Melissa]" if path in SAME_AS_MELISSA else ""
+            yield (f"{indent}{path}: {_type_name(field.annotation)} = {_default(field)}{mark}"
                    f"  -- {field.description or ''}")
             continue
         if typing.get_origin(field.annotation) is list:
@@ -67,6 +69,20 @@ def option_lines(model: type[BaseModel] = StudyConfig, prefix: str = "") -> Iter
             yield from option_lines(models[0], f"{path}.")
 
 
+def melissa_lines() -> Iterator[str]:
+    """Melissa's keys: [Melissa] above marks those shared as they are; these are the others."""
+    yield ""
+    yield "[Melissa]: the key has the same name and meaning in Melissa's config.json."
+    yield "Melissa's keys accepted under another name (docs/migrating-from-melissa.md):"
+    for path, becomes in ACCEPTED.items():
+        yield f"  {path} -> {becomes}"
+    yield "Melissa's keys refused (each with what to write instead):"
+    for path, advice in REFUSED.items():
+        yield f"  {path}: {advice}"
+
+
 def print_options() -> None:
     for line in option_lines():
+        print(line)
+    for line in melissa_lines():
         print(line)

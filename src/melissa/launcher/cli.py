@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,11 @@ from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.schedulers import make_scheduler
 from melissa.launcher.schedulers.base import Scheduler
+from melissa.launcher.schedulers.registry import backend
 from melissa.launcher.state import StateStore
 from melissa.launcher.study import Study
 from melissa.paths import StudyPaths
+from melissa.protocol.address import LAUNCHER_HOSTS_ENV, launcher_hosts
 
 log = logging.getLogger("melissa.launcher")
 
@@ -93,13 +96,23 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
               scheduler: Scheduler | None = None) -> int:
     """Run (or resume) the study; the exit status. `scheduler`: the backend to use instead of
     the one launcher_config.scheduler names (bench/launcher_scale.py counts its calls)."""
-    # matplotlib only once there is something to plot
-    from melissa.plots import plot_convergence, plot_statistics
-
     started = time.monotonic()
     launcher_config = loaded.config.launcher_config
+    # Every job inherits it: a server on another node advertises the address that routes here.
+    local = backend(launcher_config.scheduler).local
+    os.environ.setdefault(LAUNCHER_HOSTS_ENV, ",".join(launcher_hosts(local)))
+    server = loaded.config.server_config
+    if not local and server.interface is None and server.bind_address.startswith("127."):
+        console.print(
+            f"Note: server_config.bind_address is {server.bind_address}, which only the "
+            "server's own node reaches; on a cluster of several nodes set it to 0.0.0.0 "
+            "(docs/schedulers.md).", soft_wrap=True)
     if scheduler is None:
-        scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+        try:
+            scheduler = make_scheduler(launcher_config, StudyPaths(loaded.output_dir))
+        except MelissaError as exc:
+            _error(str(exc))
+            return 1
     study: Study | None = None
     api: StatusAPI | None = None
     try:
@@ -118,6 +131,9 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
         plots = []
         sa = loaded.config.sa_config  # None for a deep-learning study: nothing to plot
         if sa is not None and sa.plot_time_steps != []:
+            # matplotlib only once there is something to plot
+            from melissa.plots import plot_convergence, plot_statistics
+
             steps = sa.plot_time_steps
             for path in outcome.results:
                 plots += plot_statistics(path, study.paths.plots, steps, sa.plot_cells)

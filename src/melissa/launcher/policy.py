@@ -19,6 +19,10 @@ from melissa.launcher.state import SimulationRecord, SimulationStatus
 
 # A client that exited 0 is given this long for the server's completion event to arrive.
 COMPLETION_GRACE_S = 5.0
+# A job whose data is all in usually exits within milliseconds, freeing its slot: the main loop
+# looks again after EXIT_POLL_S (instead of poll_interval) for EXIT_WATCH_S after that.
+EXIT_POLL_S = 0.005
+EXIT_WATCH_S = 1.0
 
 
 @dataclass
@@ -27,10 +31,15 @@ class Run:
 
     job_id: str
     started: float  # submission; then, while the scheduler queues the job, the latest poll
-    complete: bool = False  # the server has all its data
+    completed_at: float | None = None  # when the server said it has all its data
     queued: bool = True  # the scheduler has not started the job yet
     exited_at: float | None = None  # exit 0 seen, completion event not yet
     seen: bool = False  # the server knows the simulation (it said HELLO, now or before)
+
+    @property
+    def complete(self) -> bool:
+        """The server has all the simulation's data (its job may still run)."""
+        return self.completed_at is not None
 
     def observe(self, state: JobState, now: float) -> None:
         """Take the scheduler's latest state of the job into account."""
@@ -137,6 +146,16 @@ class FaultPolicy:
     def may_restart(self, restarts: int) -> bool:
         """Whether the server may be restarted once more after `restarts` restarts."""
         return restarts < self.max_restarts
+
+
+def wait_s(running: Iterable[Run], now: float, poll_interval: float) -> float:
+    """How long the main loop may wait for the server's events before it polls the jobs again:
+    briefly while a job whose data came in less than EXIT_WATCH_S ago has yet to end (its slot
+    is about to free: a batch scheduler answers such polls from its cache), else poll_interval."""
+    if any(run.completed_at is not None and now - run.completed_at < EXIT_WATCH_S
+           for run in running):
+        return min(EXIT_POLL_S, poll_interval)
+    return poll_interval
 
 
 def preempted(running: Mapping[int, Run], limit: int) -> list[int]:

@@ -91,7 +91,7 @@ class ServerJob:
                     return dict(rendezvous)
             except (OSError, ValueError):
                 pass
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise StudyError(
             f"the server did not start within {timeout_s:g} s of its job starting "
             "(launcher_config.server_timeout); "
@@ -178,7 +178,7 @@ class ServerJob:
                     f"the server failed while finishing ({describe(status)}); "
                     f"see {self.paths.server_log}"
                 )
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise StudyError(f"the server did not exit after writing results; see {self.paths.server_log}")
 
     def close(self) -> None:

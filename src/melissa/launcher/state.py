@@ -1,7 +1,7 @@
 """The launcher's state in SQLite (`output_dir/study.db`): the study and every simulation.
 
 The launcher is single-threaded and must survive its own crash (`--resume`), so every change is
-committed at once. WAL mode lets readers (the monitor) look while the launcher writes;
+committed at once, except in a `batch` of changes a resumed launcher learns again. WAL mode lets readers (the monitor) look while the launcher writes;
 synchronous=NORMAL keeps each commit safe from a crash of the launcher process (an OS crash may
 lose the last commits, which a resume redoes). WAL needs shared memory: keep the output directory
 on a local or POSIX-locking file system.
@@ -107,6 +107,13 @@ _FINISHED_FROM = {
     # The server's word is final, whatever the launcher thought of the simulation meanwhile.
     SimulationStatus.COMPLETED: tuple(SimulationStatus),
 }
+# The simulations the status API lists as recent failures (indexed by _INDEXES).
+_FAULTY = "(failures > 0 OR status = 'failed')"
+# Indexes added after schema version 2 (created on open: an older study.db gets them too).
+_INDEXES = f"""
+CREATE INDEX IF NOT EXISTS simulations_recent_failures ON simulations (finished_at)
+    WHERE {_FAULTY};
+"""
 _APPEND_HISTORY = "history = CASE WHEN history = '' THEN ? ELSE history || '; ' || ? END"
 
 
@@ -118,9 +125,17 @@ class StateStore:
         self.path = path
         self._clock = clock
         self._conn = _connect(path)
+        # Kept up to date by this store's own changes (the launcher is the only writer), so
+        # that the main loop reads them without a scan of the table.
+        self._counts = self._count_all()
 
     def close(self) -> None:
         self._conn.close()
+
+    def trace(self, callback: Callable[[str], object] | None) -> None:
+        """Call `callback` with the text of every SQL statement this store runs from now on
+        (None: stop); the launcher's scale test counts them."""
+        self._conn.set_trace_callback(callback)
 
     # -- study --------------------------------------------------------------------------------
 
@@ -193,13 +208,15 @@ class StateStore:
             )
         except sqlite3.IntegrityError:
             raise ValueError("a simulation id to add is already in the study") from None
+        self._counts[SimulationStatus.PENDING] += len(values)
 
     def mark_running(self, simulation_id: int, job_id: str) -> None:
         """A pending simulation was submitted."""
         self._transition(
             simulation_id,
             (SimulationStatus.PENDING,),
-            "status = 'running', job_id = ?, submitted_at = ?, exit_code = NULL, message = '', "
+            SimulationStatus.RUNNING,
+            "job_id = ?, submitted_at = ?, exit_code = NULL, message = '', "
             "finished_at = NULL",
             (job_id, self._clock()),
         )
@@ -213,7 +230,8 @@ class StateStore:
         self._transition(
             simulation_id,
             (SimulationStatus.RUNNING, SimulationStatus.COMPLETED),
-            f"status = 'pending', attempt = attempt + 1, failures = failures + ?, "
+            SimulationStatus.PENDING,
+            f"attempt = attempt + 1, failures = failures + ?, "
             f"exit_code = ?, message = '', finished_at = ?, {_APPEND_HISTORY}",
             (int(failed), exit_code, self._clock(), note, note),
         )
@@ -235,7 +253,8 @@ class StateStore:
                 self._transition(
                     simulation_id,
                     (SimulationStatus.PENDING, SimulationStatus.RUNNING),
-                    "status = 'redrawn', message = ?, finished_at = ?, failures = failures + ?, "
+                    SimulationStatus.REDRAWN,
+                    "message = ?, finished_at = ?, failures = failures + ?, "
                     "exit_code = CASE WHEN ? THEN ? ELSE exit_code END",
                     (message, self._clock(), int(this), this, exit_code),
                 )
@@ -258,8 +277,9 @@ class StateStore:
         self._transition(
             simulation_id,
             _FINISHED_FROM[status],
-            "status = ?, exit_code = ?, message = ?, finished_at = ?, failures = failures + ?",
-            (status.value, exit_code, message, self._clock(), failed),
+            status,
+            "exit_code = ?, message = ?, finished_at = ?, failures = failures + ?",
+            (exit_code, message, self._clock(), failed),
         )
 
     def simulation(self, simulation_id: int) -> SimulationRecord:
@@ -281,13 +301,33 @@ class StateStore:
             )
         return [_record(row) for row in rows]
 
+    def pending(self, limit: int) -> list[SimulationRecord]:
+        """The first `limit` pending simulations, by increasing id (read through the status
+        index: the cost does not grow with the study)."""
+        rows = self._conn.execute(
+            "SELECT * FROM simulations WHERE status = 'pending' ORDER BY simulation_id LIMIT ?",
+            (max(0, limit),),
+        )
+        return [_record(row) for row in rows]
+
+    def recent_failures(self, limit: int) -> list[SimulationRecord]:
+        """The `limit` simulations that failed at least once (or for good) most recently
+        (through a partial index: the cost does not grow with the study)."""
+        rows = self._conn.execute(
+            f"SELECT * FROM simulations WHERE {_FAULTY} "
+            "ORDER BY finished_at DESC, simulation_id LIMIT ?", (max(0, limit),))
+        return [_record(row) for row in rows]
+
     def last_id(self) -> int:
         """The largest simulation id (-1 while there is none)."""
         return int(self._conn.execute(
             "SELECT COALESCE(MAX(simulation_id), -1) FROM simulations").fetchone()[0])
 
     def counts(self) -> dict[SimulationStatus, int]:
-        """Number of simulations in each status (zeros included)."""
+        """Number of simulations in each status (zeros included), without reading the table."""
+        return dict(self._counts)
+
+    def _count_all(self) -> dict[SimulationStatus, int]:
         counts = dict.fromkeys(SimulationStatus, 0)
         for status, count in self._conn.execute(
             "SELECT status, COUNT(*) FROM simulations GROUP BY status"
@@ -301,17 +341,24 @@ class StateStore:
         self,
         simulation_id: int,
         allowed: tuple[SimulationStatus, ...],
+        new: SimulationStatus,
         assignments: str,
         values: tuple[object, ...],
     ) -> None:
+        """Set the simulation's status to `new` (and `assignments`) if it is one of `allowed`."""
+        row = self._conn.execute("SELECT status FROM simulations WHERE simulation_id = ?",
+                                 (simulation_id,)).fetchone()
         # One conditional UPDATE: the check and the change cannot be separated by a crash.
         placeholders = ", ".join("?" * len(allowed))
         cursor = self._conn.execute(
-            f"UPDATE simulations SET {assignments} "
+            f"UPDATE simulations SET status = ?, {assignments} "
             f"WHERE simulation_id = ? AND status IN ({placeholders})",
-            (*values, simulation_id, *(s.value for s in allowed)),
+            (new.value, *values, simulation_id, *(s.value for s in allowed)),
         )
-        if cursor.rowcount == 0:
+        if cursor.rowcount == 1:
+            self._counts[SimulationStatus(row["status"])] -= 1
+            self._counts[new] += 1
+        else:
             current = self.simulation(simulation_id).status  # ValueError if unknown
             expected = " or ".join(s.value for s in allowed)
             raise ValueError(
@@ -319,14 +366,27 @@ class StateStore:
             )
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commit the changes made inside together, once (one write of the WAL instead of one
+        per change). A crash loses the whole batch: use it for what a resumed launcher learns
+        again (the server's completions, from its checkpoint; ended jobs, by adopting them)."""
+        with self._transaction():
+            yield
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """All or nothing; inside another transaction (a batch), as a savepoint of it."""
+        nested = self._conn.in_transaction
+        self._conn.execute("SAVEPOINT nested" if nested else "BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK TO nested" if nested else "ROLLBACK")
+            if nested:
+                self._conn.execute("RELEASE nested")
+            self._counts = self._count_all()  # the changes made inside are undone
             raise
-        self._conn.execute("COMMIT")
+        self._conn.execute("RELEASE nested" if nested else "COMMIT")
 
 
 def read_token(path: Path) -> str:
@@ -382,6 +442,10 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has state schema version {version}, this Melissa reads version "
             f"{SCHEMA_VERSION}: resume it with the Melissa version that started it"
         )
+    try:
+        conn.executescript(_INDEXES)
+    except sqlite3.Error as exc:
+        raise StudyError(f"cannot open the launcher state {path}: {exc}") from exc
 
 
 def _record(row: sqlite3.Row) -> SimulationRecord:

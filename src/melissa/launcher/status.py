@@ -78,7 +78,8 @@ def build_snapshot(
     state: str,
     elapsed_s: float,
     job_limit: int,
-    records: Sequence[SimulationRecord],
+    counts: Mapping[SimulationStatus, int],
+    failures: Sequence[SimulationRecord],
     running: Sequence[RunningJob],
     server_job: Mapping[str, Any],
     server: ServerStatus,
@@ -86,10 +87,10 @@ def build_snapshot(
     recent_mb_s: float | None,
     log_of: Callable[[int], Path],
 ) -> dict[str, Any]:
-    """The status API's JSON document (see docs/schedulers.md, "The status API")."""
-    counts = dict.fromkeys(SimulationStatus, 0)
-    for record in records:
-        counts[record.status] += 1
+    """The status API's JSON document (see docs/schedulers.md, "The status API"). `counts`:
+    the simulations in each status; `failures`: the RECENT_FAILURES simulations that failed
+    (at least once) most recently, newest first (StateStore.recent_failures)."""
+    total = sum(counts.values())
     queued = sum(job.queued for job in running)
     chunks = {int(k): v for k, v in server.chunks_received.items()}
     progress = [_progress(job, chunks.get(job.simulation_id, 0), chunks_expected)
@@ -97,10 +98,8 @@ def build_snapshot(
     finished = (counts[SimulationStatus.COMPLETED] + counts[SimulationStatus.FAILED]
                 + counts[SimulationStatus.REDRAWN])
     done = finished + sum(p["fraction"] for p in progress)
-    remaining = len(records) - done
+    remaining = total - done
     eta = remaining * elapsed_s / done if done > 0 and elapsed_s > 0 else None
-    failures = sorted((r for r in records if r.failures or r.status == SimulationStatus.FAILED),
-                      key=lambda r: r.finished_at or 0.0, reverse=True)[:RECENT_FAILURES]
     return {
         "version": SNAPSHOT_VERSION,
         "state": state,
@@ -109,7 +108,7 @@ def build_snapshot(
         "elapsed_s": round(elapsed_s, 3),
         "job_limit": job_limit,
         "simulations": {
-            "total": len(records),
+            "total": total,
             "pending": counts[SimulationStatus.PENDING],
             "queued": queued,
             "running": counts[SimulationStatus.RUNNING] - queued,
@@ -133,7 +132,7 @@ def build_snapshot(
             {"simulation_id": r.simulation_id, "attempts": r.attempts, "exit_code": r.exit_code,
              "message": r.report, "finished_at": r.finished_at,
              "log": str(log_of(r.simulation_id))}
-            for r in failures
+            for r in failures[:RECENT_FAILURES]
         ],
     }
 

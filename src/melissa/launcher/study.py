@@ -18,7 +18,7 @@ import math
 import secrets
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,13 @@ from melissa.launcher.policy import (
     next_submissions,
     preempted,
     realign,
+    wait_s,
 )
 from melissa.launcher.report import write_parameters_csv
-from melissa.launcher.schedulers.base import JobSpec, Scheduler
+from melissa.launcher.schedulers.base import JobSpec, JobStatus, Scheduler
 from melissa.launcher.server_job import ServerJob, job_environment, wait_ended
 from melissa.launcher.state import SimulationRecord, SimulationStatus, StateStore
-from melissa.launcher.status import RunningJob, StatusBoard, build_snapshot
+from melissa.launcher.status import RECENT_FAILURES, RunningJob, StatusBoard, build_snapshot
 from melissa.paths import StudyPaths
 from melissa.protocol.events import (
     Event,
@@ -55,6 +56,7 @@ from melissa.sampling import Sampler
 log = logging.getLogger("melissa.launcher")
 
 _REPORT_PERIOD_S = 5.0
+_REPORT_SHARE = 50  # parameters.csv takes at most 1/50 of the launcher's time (write_report)
 _FINISHED = "finished"  # the study status in study.db once the results are written
 
 
@@ -81,6 +83,10 @@ class Study:
         self.store = store
         self.sampler = sampler
         self.token_hex = token_hex
+        self.parameter_names: list[str] = store.study()["parameter_names"]
+        # What every simulation's job shares, built once.
+        self._command = shlex.split(self.config.client_config.executable_command)
+        self._client_env = job_environment(**self.config.client_config.environment)
         self.policy = FaultPolicy.from_config(self.config)
         self.job_limit = JobLimitControl(self.paths.job_limit,
                                          self.config.launcher_config.job_limit)
@@ -93,6 +99,7 @@ class Study:
         self.board = StatusBoard()  # what the status API serves (melissa-monitor)
         self.phase = "starting"
         self.started = time.monotonic()
+        self.next_report = self.started + _REPORT_PERIOD_S  # parameters.csv (write_report)
 
     # -- set-up --------------------------------------------------------------------------------
     @classmethod
@@ -115,7 +122,7 @@ class Study:
                 f"output_dir {root} exists and is not empty: choose another output_dir"
             )
         paths.make_dirs()
-        _log_to_file(paths)
+        _log_to_file(paths, config.launcher_config.log_level)
 
         study_json = config.model_dump(mode="json")
         study_json["output_dir"] = str(root)
@@ -153,7 +160,7 @@ class Study:
                 store.close()
                 return None
             _check_same_study(loaded, paths, json.loads(info["config_json"]))
-            _log_to_file(paths)
+            _log_to_file(paths, loaded.config.launcher_config.log_level)
             sampler = _new_sampler(loaded)
             sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
             study = cls(loaded, scheduler, store, sampler, info["token_hex"])
@@ -233,18 +240,19 @@ class Study:
     def client_spec(self, record: SimulationRecord) -> JobSpec:
         cfg = self.config.client_config
         params = [repr(float(v)) for v in record.parameters]
-        command = shlex.split(cfg.executable_command) + params
+        command = self._command + params
         if cfg.preprocessing_commands:
             script = " && ".join([*cfg.preprocessing_commands, "exec " + shlex.join(command)])
             command = ["/bin/sh", "-c", script]
-        env = job_environment(**cfg.environment)
-        names = self.store.study()["parameter_names"]
+        env = dict(self._client_env)
         env.update(
             MELISSA_SERVER=self.server.address,
             MELISSA_SIMULATION_ID=str(record.simulation_id),
             MELISSA_STUDY_TOKEN=self.token_hex,
             MELISSA_ATTEMPT=str(record.attempt),
-            MELISSA_PARAMETERS=json.dumps(dict(zip(names, record.parameters))),
+            MELISSA_PARAMETERS=json.dumps(dict(zip(self.parameter_names, record.parameters))),
+            # Melissa's Fortran API matches its names (no NUL needed) against these.
+            MELISSA_FIELD_NAMES=",".join(self.config.study_options.field_names),
         )
         if self.server.key is not None:
             env["MELISSA_SERVER_KEY"] = self.server.key
@@ -263,7 +271,8 @@ class Study:
         free = self.job_limit.limit - len(self.running) - len(self.stopping)
         if free <= 0:
             return
-        pending = self.store.simulations(SimulationStatus.PENDING)
+        # A whole group more than fits: next_submissions sees where the last group ends.
+        pending = self.store.pending(free + self.config.group_size)
         for record in next_submissions(pending, free, self.config.group_size,
                                        self.job_limit.limit):
             try:
@@ -351,7 +360,9 @@ class Study:
 
     # -- events from the server ----------------------------------------------------------------
     def handle_events(self, timeout_s: float) -> None:
-        self._on_events(self.server.events(timeout_s))
+        events = self.server.events(timeout_s)
+        with self.store.batch():  # a resumed launcher learns them again from the checkpoint
+            self._on_events(events)
 
     def _on_events(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -380,7 +391,7 @@ class Study:
                                  else "")
         log.info("simulation %d completed", sim)
         if sim in self.running:  # its job still counts against job_limit until it exits
-            self.running[sim].complete = True
+            self.running[sim].completed_at = time.monotonic()
             self.running[sim].seen = True
 
     def _silent(self, sim: int, silent_s: float) -> None:
@@ -397,6 +408,10 @@ class Study:
         ids = [r.job_id for r in self.running.values()] + sorted(self.stopping)
         statuses = self.scheduler.poll(ids) if ids else {}
         self.stopping = {j for j in self.stopping if not statuses[j].state.is_final}
+        with self.store.batch():  # a resumed launcher adopts these jobs and learns their end
+            self._judge_jobs(statuses, now)
+
+    def _judge_jobs(self, statuses: Mapping[str, JobStatus], now: float) -> None:
         for sim, run in list(self.running.items()):
             if sim not in self.running:  # cancelled meanwhile with its redrawn group
                 continue
@@ -418,20 +433,19 @@ class Study:
         self.start_server()
         self.phase = "running"
         interval = self.config.launcher_config.poll_interval
-        next_report = time.monotonic() + _REPORT_PERIOD_S
+        self.next_report = time.monotonic() + _REPORT_PERIOD_S
         while True:
             self.apply_job_limit()
             self.submit_pending()
-            self.handle_events(interval)
+            self.handle_events(wait_s(self.running.values(), time.monotonic(), interval))
             self.poll_jobs()
             self.watch_server()
             counts = self.store.counts()
             display.update(counts, self.server_status,
                            sum(counts.values()) - counts[SimulationStatus.REDRAWN])
             self.publish_status()
-            if time.monotonic() > next_report:
+            if time.monotonic() > self.next_report:
                 self.write_report()  # a user can follow the study in parameters.csv
-                next_report = time.monotonic() + _REPORT_PERIOD_S
             if counts[SimulationStatus.PENDING] == 0 and not self.running:
                 break
         return self.finish()
@@ -465,7 +479,8 @@ class Study:
             state=self.phase,
             elapsed_s=now - self.started,
             job_limit=self.job_limit.limit,
-            records=self.store.simulations(),
+            counts=self.store.counts(),
+            failures=self.store.recent_failures(RECENT_FAILURES),
             running=[RunningJob(sim, run.job_id, run.queued, now - run.started)
                      for sim, run in self.running.items() if not run.complete],
             server_job={"job_id": self.server.job_id, "state": self.server.state(),
@@ -478,12 +493,18 @@ class Study:
         ))
 
     def write_report(self) -> None:
+        """Rewrite parameters.csv; the main loop waits _REPORT_SHARE times as long as this took
+        (at least _REPORT_PERIOD_S) before the next, so a large study spends at most 1 /
+        _REPORT_SHARE of its time on it."""
+        started = time.monotonic()
         write_parameters_csv(
             self.paths.parameters_csv,
-            self.store.study()["parameter_names"],
+            self.parameter_names,
             self.store.simulations(),
             group_size=self.config.group_size,
         )
+        self.next_report = time.monotonic() + max(
+            _REPORT_PERIOD_S, _REPORT_SHARE * (time.monotonic() - started))
 
     def close(self) -> None:
         """Cancel whatever still runs (also on errors and Ctrl-C)."""
@@ -514,8 +535,9 @@ def _check_same_study(loaded: LoadedConfig, paths: StudyPaths, stored: dict[str,
         )
 
 
-def _log_to_file(paths: StudyPaths) -> None:
+def _log_to_file(paths: StudyPaths, level: int) -> None:
+    """logs/launcher.log, at launcher_config.verbosity's level."""
     handler = logging.FileHandler(paths.launcher_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("melissa").addHandler(handler)
-    logging.getLogger("melissa").setLevel(logging.INFO)
+    logging.getLogger("melissa").setLevel(level)

@@ -34,7 +34,7 @@ class Sampler:
     (redraws after failures) continue the same sequence.
 
     A group is one parameter set, or with `pick_freeze` the p + 2 sets of a Sobol' pick-freeze
-    group (ALGORITHMS.md): A and B are two independent points (the design has dimension 2p: A is
+    group (docs/statistics.md, "Sobol' indices"): A and B are two independent points (the design has dimension 2p: A is
     a point's first p coordinates, B its last p), then C_k (k = 1..p) is A with its k-th value
     taken from B. `draw(n)` returns the n groups' rows one group after the other.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -326,6 +327,22 @@ class Server:
             raise ProtocolError(f"{what} without its payload frame")
         return decode_json(payload.buffer, what)
 
+    def _configured_shape(self, name: str, global_size: int,
+                          declared: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        """The shape study_options.field_shapes gives a field whose clients declare none."""
+        configured = self.config.study_options.field_shapes.get(name)
+        if configured is None:
+            return declared
+        shape = tuple(configured)
+        if declared is not None and declared != shape:
+            raise ProtocolError(f"field {name!r}: the simulation declares shape {declared}, "
+                                f"study_options.field_shapes says {shape}")
+        if math.prod(shape) != global_size:
+            raise ProtocolError(f"field {name!r} has {global_size} values, but "
+                                f"study_options.field_shapes gives it shape {shape} "
+                                f"({math.prod(shape)} values)")
+        return shape
+
     def _hello(self, peer: bytes, header: Header, payload: zmq.Frame | None) -> None:
         body = self._json(payload, "HELLO")
         try:
@@ -336,6 +353,7 @@ class Server:
             shape = tuple(int(s) for s in raw_shape) if raw_shape is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"HELLO payload lacks or garbles {exc}") from None
+        shape = self._configured_shape(name, global_size, shape)
         self.on_hello(header.simulation_id, body)
         info, new = self.registry.declare(
             header.simulation_id, header.attempt, header.client_rank, client_ranks, name,

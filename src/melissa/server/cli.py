@@ -52,11 +52,15 @@ def _run(paths: StudyPaths) -> int:
     except OSError as exc:
         raise MelissaError(f"cannot read the study file {paths.study_file}: {exc}") from None
     config = parse_config(text, str(paths.study_file))
+    logging.getLogger().setLevel(config.launcher_config.log_level)
     token_hex = os.environ.get("MELISSA_STUDY_TOKEN", "")
     if not token_hex:
         raise MelissaError("MELISSA_STUDY_TOKEN is not set (the launcher sets it)")
+    # MPI first: under srun's PMI2, initialising it after importing xarray (or torch) broke
+    # the PMI exchange of ranks on different nodes.
+    comm = _communicator(config)
     server_type = server_class(config)  # SA, deep learning, or the user's own
-    server = server_type(config, paths, token_from_hex(token_hex), _communicator(config))
+    server = server_type(config, paths, token_from_hex(token_hex), comm)
     server.restore_checkpoint()
     if server.checkpointing:
         signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("SIGTERM"))

@@ -3,7 +3,6 @@ and on rank r > 0 its DEALER channel to rank 0 (so one poll loop serves everythi
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import zmq
@@ -11,6 +10,7 @@ import zmq
 from melissa.config import StudyConfig
 from melissa.errors import ProtocolError
 from melissa.protocol import Header, Kind, curve, encode_json
+from melissa.protocol.address import advertised_address, listen_address
 
 _RECEIVE_QUEUE = 16  # messages queued per peer
 
@@ -49,16 +49,17 @@ class Transport:
     def bind(self) -> str:
         cfg = self.config.server_config
         port = cfg.port if self.rank == 0 else 0
-        address = f"tcp://{cfg.bind_address}:{port}" if port else f"tcp://{cfg.bind_address}:*"
+        host = listen_address(cfg.bind_address, cfg.interface)
+        address = f"tcp://{host}:{port}" if port else f"tcp://{host}:*"
         try:
             self.router.bind(address)
         except zmq.ZMQError as exc:
             raise ProtocolError(
                 f"server_config: cannot listen on {address} ({exc}); check bind_address and port"
             ) from None
-        endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if cfg.bind_address in ("0.0.0.0", "*"):
-            endpoint = endpoint.replace("0.0.0.0", socket.getfqdn(), 1)
+        bound_port = self.router.getsockopt_string(zmq.LAST_ENDPOINT).rpartition(":")[2]
+        # Reachable from the other nodes (a wildcard bind_address is no address to connect to).
+        endpoint = f"tcp://{advertised_address(host, cfg.interface)}:{bound_port}"
         self.endpoint = endpoint
         self.endpoints = self.comm.allgather(endpoint) if self.comm is not None else [endpoint]
         if self.public_key is not None:

@@ -735,6 +735,9 @@ int melissa_init_global(const char *field, int local_size, long long global_offs
     return MELISSA_OK;
 }
 
+/* The native API's entry points (melissa.h). Left out of the copy of this file in
+ * libmelissa_api, whose melissa_api.c defines Melissa's void functions of the same names. */
+#ifndef MLS_NO_NATIVE_API
 int melissa_init_no_mpi(const char *field, int size) {
     return melissa_init_global(field, size, 0, size, 0, 1, 0, NULL);
 }
@@ -749,6 +752,17 @@ int melissa_init_shape_no_mpi(const char *field, int ndims, const int *shape) {
                          "positive dimensions whose product fits an int", field ? field : "");
     return melissa_init_global(field, (int)size, 0, size, 0, 1, ndims, shape);
 }
+
+int melissa_send(const char *field, const double *data) {
+    return mls_send_typed(field, data, MLS_FLOAT64, -1);
+}
+
+int melissa_send_float(const char *field, const float *data) {
+    return mls_send_typed(field, data, MLS_FLOAT32, -1);
+}
+
+int melissa_finalize(void) { return mls_finalize(); }
+#endif
 
 int mls_send_typed(const char *field, const void *data, int dtype, long long count) {
     if (field == NULL || field[0] == '\0')
@@ -844,15 +858,7 @@ int mls_send_typed(const char *field, const void *data, int dtype, long long cou
     return MELISSA_OK;
 }
 
-int melissa_send(const char *field, const double *data) {
-    return mls_send_typed(field, data, MLS_FLOAT64, -1);
-}
-
-int melissa_send_float(const char *field, const float *data) {
-    return mls_send_typed(field, data, MLS_FLOAT32, -1);
-}
-
-int melissa_finalize(void) {
+int mls_finalize(void) {
     const char *what = "melissa_finalize()";
     if (S.state == S_FINALIZED) return mls_error(MELISSA_ERR_ORDER, "%s called twice", what);
     if (S.state == S_BROKEN)

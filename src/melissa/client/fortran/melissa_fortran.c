@@ -101,7 +101,7 @@ done:
     mls_fortran_return(rc, ierr);
 }
 
-void melissa_f_finalize(int *ierr) { mls_fortran_return(melissa_finalize(), ierr); }
+void melissa_f_finalize(int *ierr) { mls_fortran_return(mls_finalize(), ierr); }
 
 void melissa_f_last_error(CFI_cdesc_t *message) {
     const char *text = melissa_last_error();

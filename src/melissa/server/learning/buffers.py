@@ -1,6 +1,6 @@
 """Bounded training buffers between the receive loop (producer) and the training loop (consumer).
 
-Three policies (ALGORITHMS.md, "Training buffers"; Meyer et al., ICML 2023):
+Three policies (docs/deep-learning.md, "Buffers"; Meyer et al., ICML 2023):
 
 - FIFO: a batch is the oldest samples, removed. A full buffer blocks `put`.
 - FIRO (first in, random out): a batch is uniformly random samples, removed. A full buffer

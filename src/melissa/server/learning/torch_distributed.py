@@ -11,7 +11,6 @@ mean loss over the union of the ranks' batches.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
@@ -19,6 +18,8 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from melissa.protocol.address import advertised_address, listen_address
 
 _TIMEOUT = timedelta(hours=2)  # a rank may wait that long for data while the others train
 
@@ -146,6 +147,6 @@ def group_from_comm(comm: Any, host: str, device: torch.device) -> Group:
     return TorchGroup(store, rank, size, device)
 
 
-def store_host(bind_address: str) -> str:
-    """The address the other ranks reach rank 0's store at (the server's own interface)."""
-    return socket.getfqdn() if bind_address in ("0.0.0.0", "*") else bind_address
+def store_host(bind_address: str, interface: str | None = None) -> str:
+    """The address the other ranks reach rank 0's store at (the one the server advertises)."""
+    return advertised_address(listen_address(bind_address, interface), interface)

@@ -112,7 +112,8 @@ class DeepLearningServer(StreamingServer):
             torch.set_num_threads(self.dl.cpu_threads)
 
         # Collective over the server's MPI ranks: here, in the thread that makes the MPI calls.
-        group = group_from_comm(self.comm, store_host(self.config.server_config.bind_address),
+        server = self.config.server_config
+        group = group_from_comm(self.comm, store_host(server.bind_address, server.interface),
                                 self.device)
         self.trainer = Trainer(self, group, self.device)
         self._thread = threading.Thread(

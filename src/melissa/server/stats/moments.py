@@ -20,7 +20,7 @@ def merge(
 
     n_a, n_b: the counts, per cell (arrays shaped as the moments) or one count for all the cells
     (scalars; FieldStatistics merges segment by segment of equal counts). The formulas of
-    ALGORITHMS.md, written with the fractions a = nA/n and b = nB/n. Where one side is empty
+    docs/statistics.md ("Merge of two partial states"), written with the fractions a = nA/n and b = nB/n. Where one side is empty
     (count 0) the other side comes out unchanged, bit for bit, even where it holds inf; two
     empty sides give side A (zeros for a state that never had a sample).
     """

@@ -1,6 +1,6 @@
 """Per-cell quantiles by stochastic approximation: Robbins–Monro with a density-scaled step.
 
-Plain Robbins–Monro (ALGORITHMS.md) moves the estimate by δ_n·(α − 1{x_n ≤ q}) with δ_n = C_n/n^γ,
+Plain Robbins–Monro (docs/statistics.md) moves the estimate by δ_n·(α − 1{x_n ≤ q}) with δ_n = C_n/n^γ,
 C_n the running spread of the cell. Its error depends on how well C_n/n^γ matches the ideal step
 1/(n·f(q)), f the density at the quantile: far off in the body of a distribution (where f is
 large) and after outliers. Here the step is 1/(n·f̂_n), with f̂_n a running kernel estimate of the

@@ -1,4 +1,4 @@
-"""Iterative Sobol' indices (pick-freeze, Martinez estimator; Terraz et al. SC17; ALGORITHMS.md).
+"""Iterative Sobol' indices (pick-freeze, Martinez estimator; Terraz et al. SC17; docs/statistics.md).
 
 One observation is a complete pick-freeze group at one time step: the p + 2 values Y_A, Y_B,
 Y_C1..Y_Cp of every cell (the server joins the group's members first: ../sa/groups.py). Per time step
