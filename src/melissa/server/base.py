@@ -249,7 +249,9 @@ class Server:
         sa = self.config.sa_config
         interval = sa.checkpoint_interval if sa is not None else 0.0
         periodic = self.checkpointing and interval > 0
-        next_checkpoint = time.monotonic() + interval if periodic else float("inf")
+        last_checkpoint = time.monotonic()  # end of the last one (or the start)
+        baseline = resident_memory()  # what the state's growth is measured from
+        next_checkpoint = last_checkpoint + interval if periodic else float("inf")
         expected = self.config.nb_simulations
         while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
@@ -278,13 +280,16 @@ class Server:
             if self.rank == 0:
                 self._stop_without_launcher(now)
             if now >= next_checkpoint:
+                # From the end of the last one, so that a slow disk or a large state (about
+                # what this process's memory grew by) gets fewer: recovery.py, at most 5%.
+                wait = self.recovery.interval(interval, resident_memory() - baseline)
                 # Not for an idle server (the same state again), nor once every simulation is
                 # complete here: the results come next.
-                if self._changed and len(self.registry.completed) < expected:
+                if (now - last_checkpoint >= wait and self._changed
+                        and len(self.registry.completed) < expected):
                     self.try_checkpoint()
-                # From the end of the last one, so that a slow disk or a large state gets
-                # fewer (recovery.py: at most 5% of the time).
-                next_checkpoint = time.monotonic() + self.recovery.interval(interval)
+                    last_checkpoint = time.monotonic()
+                next_checkpoint = max(last_checkpoint + wait, now + 1.0)
         if self.stop_reason is not None:
             log.warning("stopping on %s before the study finished", self.stop_reason)
             if self.checkpointing:
@@ -644,10 +649,19 @@ def _refused_on_rank(obj: Any) -> SimulationRefused:
 
 def peak_memory() -> int:
     """This process's peak resident memory in bytes (VmHWM of /proc/self/status; 0 elsewhere)."""
+    return _proc_status("VmHWM:")
+
+
+def resident_memory() -> int:
+    """This process's resident memory in bytes (VmRSS; 0 where /proc is missing)."""
+    return _proc_status("VmRSS:")
+
+
+def _proc_status(key: str) -> int:
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

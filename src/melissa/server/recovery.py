@@ -3,7 +3,8 @@ its subclass returns from `checkpoint_state`) written to a new file (checkpoint.
 newest valid one restored on start, collectively over the ranks.
 
 Cost: the interval between two periodic checkpoints is sa_config.checkpoint_interval, or 20
-times what the last one took if that is longer, so that writing them takes at most 5% of the
+times what the last one took if that is longer (before the first of a study: 20 times the
+state's growth in memory written at 300 MB/s), so that writing them takes at most 5% of the
 study's time whatever the state's size. None is written once every simulation of the study is
 complete on this rank (the results come next, and a server lost then is rerun as before), and a
 study that wrote its results removes them (unless sa_config.keep_checkpoints)."""
@@ -27,6 +28,7 @@ log = logging.getLogger("melissa.server")
 
 _REGISTRY = "registry/"  # prefix of the registry's arrays in a checkpoint
 _MAX_SHARE = 0.05  # of the wall time spent writing periodic checkpoints
+_GUESSED_BYTES_PER_S = 300e6  # a checkpoint's write speed until one was measured
 
 State = dict[str, np.ndarray]
 
@@ -48,10 +50,18 @@ class Recovery:
         self.server_name = server_name
         self.sequence = 0
         self.last_seconds = 0.0  # what the last checkpoint took to write
+        self.sequence_written = False  # this process wrote one (last_seconds is measured)
 
-    def interval(self, configured: float) -> float:
-        """Seconds from the end of a checkpoint to the next periodic one."""
-        return max(configured, self.last_seconds / _MAX_SHARE)
+    def interval(self, configured: float, nbytes: int) -> float:
+        """Seconds from the end of a checkpoint to the next periodic one, for a state of about
+        `nbytes` (before the first checkpoint, its cost is guessed at _GUESSED_BYTES_PER_S)."""
+        if self.sequence_written:
+            cost = self.last_seconds
+        elif self.sequence > 0:  # restarted from a checkpoint: it already lost work once
+            cost = 0.0
+        else:
+            cost = max(nbytes, 0) / _GUESSED_BYTES_PER_S
+        return max(configured, cost / _MAX_SHARE)
 
     def remove(self) -> None:
         """Delete this rank's checkpoints (the study's results are written)."""
@@ -73,6 +83,7 @@ class Recovery:
                                    arrays, {"registry": meta, "server": self.server_name})
         self.sequence += 1
         self.last_seconds = written.seconds
+        self.sequence_written = True
         log.info("checkpoint %s: %.1f MB in %.3f s (%.0f MB/s)", written.path,
                  written.nbytes / 1e6, written.seconds,
                  written.nbytes / 1e6 / max(written.seconds, 1e-9))

@@ -12,6 +12,8 @@ from melissa.errors import ProtocolError
 from melissa.protocol import Header, Kind, curve, encode_json
 from melissa.protocol.address import advertised_address, listen_address
 
+_RECEIVE_QUEUE = 16  # messages queued per peer
+
 
 def rank_identity(rank: int) -> bytes:
     """ZeroMQ routing id of rank `rank`'s channel to rank 0."""
@@ -31,6 +33,10 @@ class Transport:
         self.router.setsockopt(zmq.MAXMSGSIZE, config.server_config.max_message_bytes)
         self.router.setsockopt(zmq.LINGER, 2000)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
+        # Backpressure: a rank that falls behind its clients holds at most this many messages
+        # per client (ZeroMQ's default, 1000 chunks of MBs each, let a starved server queue GBs);
+        # beyond, the client's sends wait.
+        self.router.setsockopt(zmq.RCVHWM, _RECEIVE_QUEUE)
         # server_config.encryption: this rank's CURVE public key (Z85), and every rank's.
         self.public_key = (
             curve.make_server(self.router) if config.server_config.encryption else None
