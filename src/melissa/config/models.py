@@ -198,12 +198,13 @@ class SAConfig(Section):
         description="Flat cell indices (C order) whose statistics and Sobol' indices are plotted "
         "over time (default: the middle cell and the cell of largest variance).",
     )
-    checkpoint_interval: float = Field(
-        default=30.0,
+    checkpoint_interval: float | None = Field(
+        default=None,
         ge=0,
         description="Seconds between two checkpoints of the server's state (statistics and what "
-        "was received) in output_dir/checkpoints, at least 20 times what the last one took; 0: "
-        "only when the server is stopped (SIGTERM).",
+        "was received) in output_dir/checkpoints; 0: only when the server is stopped (SIGTERM). "
+        "Default (null): adaptive, 30 s or 20 times what the last one took if longer, so that "
+        "checkpoints take at most 5% of the study's time.",
     )
     keep_checkpoints: bool = Field(
         default=False,

@@ -56,7 +56,7 @@ from melissa.protocol.events import (
 )
 from melissa.server.checkpoint import Checkpoint
 from melissa.server.launcher_watch import LauncherWatch
-from melissa.server.recovery import Recovery
+from melissa.server.recovery import DEFAULT_INTERVAL_S, Recovery
 from melissa.server.registry import FieldInfo, Registry
 from melissa.server.relay import RankRelay
 from melissa.server.silence import SilenceWatch
@@ -247,11 +247,12 @@ class Server:
         log.info("server rank %d of %d listening on %s", self.rank, self.ranks, self.endpoint)
         next_status = time.monotonic() + _STATUS_PERIOD_S
         sa = self.config.sa_config
-        interval = sa.checkpoint_interval if sa is not None else 0.0
-        periodic = self.checkpointing and interval > 0
+        interval = sa.checkpoint_interval if sa is not None else 0.0  # None: adaptive
+        periodic = self.checkpointing and interval != 0
         last_checkpoint = time.monotonic()  # end of the last one (or the start)
         baseline = resident_memory()  # what the state's growth is measured from
-        next_checkpoint = last_checkpoint + interval if periodic else float("inf")
+        first = interval if interval is not None else DEFAULT_INTERVAL_S
+        next_checkpoint = last_checkpoint + first if periodic else float("inf")
         expected = self.config.nb_simulations
         while not self._finish_requested and self.stop_reason is None:
             for sock, _ in poller.poll(timeout=200):
@@ -289,7 +290,7 @@ class Server:
                         and len(self.registry.completed) < expected):
                     self.try_checkpoint()
                     last_checkpoint = time.monotonic()
-                next_checkpoint = max(last_checkpoint + wait, now + 1.0)
+                next_checkpoint = max(last_checkpoint + wait, now + min(wait, 1.0))
         if self.stop_reason is not None:
             log.warning("stopping on %s before the study finished", self.stop_reason)
             if self.checkpointing:

@@ -2,10 +2,10 @@
 its subclass returns from `checkpoint_state`) written to a new file (checkpoint.py), and the
 newest valid one restored on start, collectively over the ranks.
 
-Cost: the interval between two periodic checkpoints is sa_config.checkpoint_interval, or 20
-times what the last one took if that is longer (before the first of a study: 20 times the
-state's growth in memory written at 300 MB/s), so that writing them takes at most 5% of the
-study's time whatever the state's size. None is written once every simulation of the study is
+Cost: by default (sa_config.checkpoint_interval null) the interval between two periodic
+checkpoints is 30 s, or 20 times what the last one took if that is longer (before the first of a
+study: 20 times the state's growth in memory written at 300 MB/s), so that writing them takes at
+most 5% of the study's time whatever the state's size. An interval the user sets is kept as set. None is written once every simulation of the study is
 complete on this rank (the results come next, and a server lost then is rerun as before), and a
 study that wrote its results removes them (unless sa_config.keep_checkpoints)."""
 
@@ -28,6 +28,7 @@ log = logging.getLogger("melissa.server")
 
 _REGISTRY = "registry/"  # prefix of the registry's arrays in a checkpoint
 _MAX_SHARE = 0.05  # of the wall time spent writing periodic checkpoints
+DEFAULT_INTERVAL_S = 30.0  # the shortest adaptive interval
 _GUESSED_BYTES_PER_S = 300e6  # a checkpoint's write speed until one was measured
 
 State = dict[str, np.ndarray]
@@ -52,16 +53,19 @@ class Recovery:
         self.last_seconds = 0.0  # what the last checkpoint took to write
         self.sequence_written = False  # this process wrote one (last_seconds is measured)
 
-    def interval(self, configured: float, nbytes: int) -> float:
+    def interval(self, configured: float | None, nbytes: int) -> float:
         """Seconds from the end of a checkpoint to the next periodic one, for a state of about
-        `nbytes` (before the first checkpoint, its cost is guessed at _GUESSED_BYTES_PER_S)."""
+        `nbytes` (before the first checkpoint, its cost is guessed at _GUESSED_BYTES_PER_S):
+        `configured` as it is, or adaptive when None."""
+        if configured is not None:
+            return configured
         if self.sequence_written:
             cost = self.last_seconds
         elif self.sequence > 0:  # restarted from a checkpoint: it already lost work once
             cost = 0.0
         else:
             cost = max(nbytes, 0) / _GUESSED_BYTES_PER_S
-        return max(configured, cost / _MAX_SHARE)
+        return max(DEFAULT_INTERVAL_S, cost / _MAX_SHARE)
 
     def remove(self) -> None:
         """Delete this rank's checkpoints (the study's results are written)."""
