@@ -5,25 +5,22 @@
                       "server_class": "HeatSurrogateServerTF"}
 
 The same hooks as the PyTorch version (docs/deep-learning.md), with Keras objects: the network
-is a keras.Model, the steps get TensorFlow tensors. The trained model is
+is a keras.Model, the steps get TensorFlow tensors; process_sample, on_validation_end and
+on_train_end are heat_surrogate.py's, as in the PyTorch version. The trained model is
 output_dir/checkpoints/last.keras (keras.saving.load_model); it predicts scaled values:
 temperature = T_CENTRE + T_HALF_RANGE * output.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from heat_surrogate import T_HALF_RANGE, HeatHooks
 
-from melissa.server.learning import Sample, TensorFlowServer, time_input
-
-log = logging.getLogger("melissa.server")
-
-T_CENTRE, T_HALF_RANGE = 300.0, 200.0  # inputs are drawn in [100, 500] K
+from melissa.server.learning import TensorFlowServer
 
 
 def build_network(in_features: int, out_features: int, hidden: list[int]) -> keras.Model:
@@ -33,13 +30,7 @@ def build_network(in_features: int, out_features: int, hidden: list[int]) -> ker
     return keras.Sequential(layers, name="heat_surrogate")
 
 
-class HeatSurrogateServerTF(TensorFlowServer):
-    def process_sample(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        nb_steps = self.config.study_options.nb_time_steps
-        x = np.append(self.scaler(sample.parameters), time_input(sample.time_step, nb_steps))
-        y = (sample.fields["temperature"].reshape(-1) - T_CENTRE) / T_HALF_RANGE
-        return x.astype(np.float32), y.astype(np.float32)
-
+class HeatSurrogateServerTF(HeatHooks, TensorFlowServer):
     def build_model(self, x: np.ndarray, y: np.ndarray) -> keras.Model:
         return build_network(x.shape[1], y.shape[1], list(self.dl.hidden_layers))
 
@@ -50,12 +41,3 @@ class HeatSurrogateServerTF(TensorFlowServer):
             "loss": tf.reduce_mean(tf.square(prediction - y)),
             "mae_kelvin": tf.reduce_mean(tf.abs(prediction - y)) * T_HALF_RANGE,
         }
-
-    def on_validation_end(self, metrics: dict[str, float]) -> None:
-        if "loss" in metrics:  # RMSE in kelvin: a square root of the averaged loss
-            self.log_scalar("validation/rmse_kelvin", metrics["loss"] ** 0.5 * T_HALF_RANGE)
-
-    def on_train_end(self) -> None:
-        log.info("heat surrogate trained on %d simulations (validation on %d held out)",
-                 len(self.simulation_parameters) - len(self.validation_ids),
-                 len(self.validation_ids))

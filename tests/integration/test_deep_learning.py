@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +33,9 @@ MARGIN = 0.3
 
 
 def module(path: Path) -> ModuleType:
+    """Import an example file as melissa's loader does: its neighbours importable."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(f"example_{path.parent.name}_{path.stem}", path)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

@@ -1,8 +1,10 @@
 """Online training of deep surrogates (docs/deep-learning.md).
 
-Framework-agnostic modules: buffers (FIFO, FIRO, Reservoir, BatchReservoir, SimPairedReservoir), samples (assembling samples from the
-stream, parameter scaling), receiver (the receive side of the server), metrics. PyTorch lives in
-the torch_* modules only, TensorFlow in tf_server and keras_training; `DeepLearningServer`,
+Framework-agnostic modules: buffers (FIFO, FIRO, Reservoir, BatchReservoir, SimPairedReservoir),
+samples (assembling samples from the stream, parameter scaling), receiver (the receive side of the
+server), metrics, training_loop (the training loop without its framework), learning_server (the
+hooks and training thread both frameworks share). PyTorch lives in the torch_* modules only,
+TensorFlow in tf_server and keras_training; `DeepLearningServer`,
 `TensorFlowServer` and `load_surrogate` are imported (with their framework) on first use:
 
     from melissa.server.learning import DeepLearningServer

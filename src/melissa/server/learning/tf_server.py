@@ -11,10 +11,7 @@ and keras_training.py import TensorFlow.
 
 from __future__ import annotations
 
-import logging
-import math
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +24,7 @@ import tensorflow as tf
 
 from melissa.errors import ConfigError
 from melissa.server.learning.keras_training import KerasTrainer
-from melissa.server.learning.receiver import StreamingServer
-from melissa.server.learning.samples import ParameterScaler, Sample, time_input
-
-log = logging.getLogger("melissa.server")
+from melissa.server.learning.learning_server import LearningServer
 
 
 def surrogate_mlp(in_features: int, out_features: int, hidden: list[int], mean: float = 0.0,
@@ -43,7 +37,7 @@ def surrogate_mlp(in_features: int, out_features: int, hidden: list[int], mean: 
     return keras.Sequential(layers, name="surrogate_mlp")
 
 
-class TensorFlowServer(StreamingServer):
+class TensorFlowServer(LearningServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.ranks > 1:
@@ -52,27 +46,8 @@ class TensorFlowServer(StreamingServer):
         if self.dl.device == "cuda":
             raise ConfigError('dl_config.device "cuda" with framework "tensorflow": the '
                               "tensorflow-cpu wheel trains on the CPU; use \"auto\" or \"cpu\"")
-        self.scaler = ParameterScaler(self.config.parameters)
-        self.trainer: KerasTrainer | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
-    # -- hooks: override what your surrogate needs ----------------------------------------------
-    def process_sample(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """(input, target) of one sample, once as it arrives. Default: x = scaled parameters and
-        time step in [0, 1], y = every field flattened and concatenated, both float32."""
-        x = np.append(self.scaler(sample.parameters),
-                      time_input(sample.time_step, self.config.study_options.nb_time_steps))
-        y = np.concatenate([sample.fields[name].reshape(-1) for name in sample.fields])
-        return x.astype(np.float32), y.astype(np.float32, copy=False)
-
-    def process_pair(
-        self, earlier: tuple[np.ndarray, np.ndarray], later: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """sim_paired_reservoir: (x, y) of steps t and t + 1. Default: x = (x_t, y_t),
-        y = y_t+1."""
-        return np.concatenate([earlier[0], earlier[1]]), later[1]
-
+    # -- hooks: override what your surrogate needs (and those of LearningServer) ----------------
     def build_model(self, x: np.ndarray, y: np.ndarray) -> keras.Model:
         """The network, given a first batch. Default: an MLP with dl_config.hidden_layers whose
         output scale is the first batch's mean and std."""
@@ -98,66 +73,13 @@ class TensorFlowServer(StreamingServer):
         error = tf.square(model(x, training=False) - y)
         return tf.reduce_mean(tf.reshape(error, (tf.shape(error)[0], -1)), axis=1)
 
-    def on_train_start(self) -> None:
-        """The training thread started (no model yet: it is built from the first batch)."""
-
-    def on_validation_end(self, metrics: dict[str, float]) -> None:
-        """A validation ended (every nb_batches_update batches, and at the end)."""
-
-    def on_train_end(self) -> None:
-        """Training ended; the final checkpoint is written."""
-
-    def checkpoint_extra(self) -> dict[str, Any]:
-        """More entries for checkpoints/last.json (JSON values)."""
-        return {}
-
-    # -- framework ------------------------------------------------------------------------------
-    def encode_sample(self, sample: Sample) -> tuple[np.ndarray, ...]:
-        x, y = self.process_sample(sample)
-        pair = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        return (*pair, np.array(sample.simulation_id)) if self.breeding else pair
-
-    def training_pair(self, entry: Any) -> tuple[np.ndarray, np.ndarray]:
-        return self.process_pair(*entry) if self.paired else (entry[0], entry[1])
-
-    @property
-    def model(self) -> keras.Model | None:
-        return self.trainer.model if self.trainer else None
-
-    def log_scalar(self, name: str, value: float) -> None:
-        """Add a TensorBoard scalar at the current batch."""
-        if self.trainer is not None:
-            self.trainer.log_scalar(name, value)
-
+    # -- the training thread --------------------------------------------------------------------
     def start_training(self) -> None:
         if self.dl.cpu_threads is not None:
             tf.config.threading.set_intra_op_parallelism_threads(self.dl.cpu_threads)
             tf.config.threading.set_inter_op_parallelism_threads(self.dl.cpu_threads)
-        self.trainer = KerasTrainer(self)
-        self._thread = threading.Thread(target=self._train, args=(self.trainer,),
-                                        name="melissa-training", daemon=True)
-        self._thread.start()
-
-    def _train(self, trainer: KerasTrainer) -> None:
-        try:
-            trainer.run()
-        except BaseException as exc:
-            log.exception("the training loop failed")
-            self._error = exc
-            self.buffer.abort()
-
-    def training_done(self, timeout: float) -> bool:
-        assert self._thread is not None
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def training_error(self) -> BaseException | None:
-        return self._error
+        self._start_thread(KerasTrainer(self))
 
     def training_results(self) -> list[Path]:
         candidates = [self.paths.checkpoints / "last.keras", self.paths.training_metrics]
         return [p for p in candidates if p.exists()]
-
-    def training_status(self) -> dict[str, Any]:
-        status = self.trainer.status if self.trainer else {}
-        return {k: v for k, v in status.items() if math.isfinite(v)}

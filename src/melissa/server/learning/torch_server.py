@@ -1,65 +1,35 @@
 """`DeepLearningServer`: online training of a PyTorch surrogate while the simulations run.
 
 Subclass it in your own `custom_server.py` (server_config.server_filename / server_class) and
-override the hooks you need; every hook has a working default, so a study with only a dl_config
-trains an MLP from (scaled parameters, scaled time step) to the flattened fields.
+override the hooks you need (those that need no framework are in learning_server.py); every hook
+has a working default, so a study with only a dl_config trains an MLP from (scaled parameters,
+scaled time step) to the flattened fields.
 `process_sample` runs once per sample in the receive loop (the buffer keeps its (x, y)); the other
 hooks run in the training thread. See docs/deep-learning.md.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from melissa.errors import ConfigError
-from melissa.server.learning.receiver import StreamingServer
-from melissa.server.learning.samples import ParameterScaler, Sample, time_input
+from melissa.server.learning.learning_server import LearningServer
 from melissa.server.learning.torch_distributed import group_from_comm, store_host
 from melissa.server.learning.torch_models import SurrogateMLP
 from melissa.server.learning.torch_training import Trainer
 
-log = logging.getLogger("melissa.server")
 
-
-class DeepLearningServer(StreamingServer):
+class DeepLearningServer(LearningServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.device = _device(self.dl.device, self.rank)
-        self.scaler = ParameterScaler(self.config.parameters)
-        self.trainer: Trainer | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
-    # -- hooks: override what your surrogate needs ----------------------------------------------
-    def process_sample(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """(input, target) of one sample, called once per sample as it arrives (in the receive
-        loop; the buffer keeps the pair). Default: x = scaled parameters and time step in
-        [0, 1], y = every field flattened and concatenated, both float32."""
-        x = np.append(
-            self.scaler(sample.parameters),
-            time_input(sample.time_step, self.config.study_options.nb_time_steps),
-        )
-        y = np.concatenate([sample.fields[name].reshape(-1) for name in sample.fields])
-        return x.astype(np.float32), y.astype(np.float32, copy=False)
-
-    def process_pair(
-        self, earlier: tuple[np.ndarray, np.ndarray], later: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """sim_paired_reservoir: the (input, target) of two consecutive steps t and t + 1 of one
-        simulation, each as process_sample made it (called per batch, in the training thread).
-        Default: x = (x_t, y_t), y = y_t+1: the fields at t and the parameters and time give
-        the fields at t + 1."""
-        return np.concatenate([earlier[0], earlier[1]]), later[1]
-
+    # -- hooks: override what your surrogate needs (and those of LearningServer) ----------------
     def build_model(self, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
         """The network, given a first batch (x, y) on the CPU. Default: an MLP with
         dl_config.hidden_layers whose output scale is the first batch's mean and std."""
@@ -89,41 +59,6 @@ class DeepLearningServer(StreamingServer):
         them over all held-out samples, logged as validation/<name>). Default: the loss."""
         return {"loss": F.mse_loss(model(x), y)}
 
-    def on_train_start(self) -> None:
-        """The training thread started (no model yet: it is built from the first batch)."""
-
-    def on_validation_end(self, metrics: dict[str, float]) -> None:
-        """A validation ended (every nb_batches_update batches, and at the end)."""
-
-    def on_train_end(self) -> None:
-        """Training ended; the final checkpoint is written."""
-
-    def checkpoint_extra(self) -> dict[str, Any]:
-        """More entries for the checkpoint (tensors, numbers, strings, lists, dicts)."""
-        return {}
-
-    # -- framework ------------------------------------------------------------------------------
-    def encode_sample(self, sample: Sample) -> tuple[np.ndarray, ...]:
-        """process_sample, once per sample in the receive loop: the buffer keeps (x, y), and
-        with active sampling the simulation id (its training loss is the fitness)."""
-        x, y = self.process_sample(sample)
-        pair = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        return (*pair, np.array(sample.simulation_id)) if self.breeding else pair
-
-    def training_pair(self, entry: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) of a buffer or validation entry: a sample's, or a pair's (process_pair)."""
-        return self.process_pair(*entry) if self.paired else (entry[0], entry[1])
-
-    # -- helpers for hooks ----------------------------------------------------------------------
-    @property
-    def model(self) -> nn.Module | None:
-        return self.trainer.model if self.trainer else None
-
-    def log_scalar(self, name: str, value: float) -> None:
-        """Add a TensorBoard scalar at the current batch (rank 0 writes)."""
-        if self.trainer is not None:
-            self.trainer.log_scalar(name, value)
-
     # -- the training thread --------------------------------------------------------------------
     def start_training(self) -> None:
         # The first optimizer imports torch._dynamo (~2 s of CPU): done before the server
@@ -137,37 +72,11 @@ class DeepLearningServer(StreamingServer):
         server = self.config.server_config
         group = group_from_comm(self.comm, store_host(server.bind_address, server.interface),
                                 self.device)
-        self.trainer = Trainer(self, group, self.device)
-        self._thread = threading.Thread(
-            target=self._train, args=(self.trainer,), name="melissa-training", daemon=True
-        )
-        self._thread.start()
-
-    def _train(self, trainer: Trainer) -> None:
-        try:
-            trainer.run()
-        except BaseException as exc:
-            log.exception("the training loop failed")
-            self._error = exc
-            self.buffer.abort()  # the receive loop must not block on a buffer nobody drains
-        finally:
-            trainer.group.close()
-
-    def training_done(self, timeout: float) -> bool:
-        assert self._thread is not None
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def training_error(self) -> BaseException | None:
-        return self._error
+        self._start_thread(Trainer(self, group, self.device))
 
     def training_results(self) -> list[Path]:
         candidates = [self.paths.checkpoint, self.paths.training_metrics]
         return [p for p in candidates if p.exists()] if self.rank == 0 else []
-
-    def training_status(self) -> dict[str, Any]:
-        status = self.trainer.status if self.trainer else {}
-        return {k: v for k, v in status.items() if math.isfinite(v)}  # JSON has no NaN
 
 
 def _device(setting: str, rank: int) -> torch.device:
