@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,16 @@ def assert_equals_numpy(run: LauncherRun, server_ranks: int = 1) -> None:
 def job_nodes(run: LauncherRun) -> dict[str, set[str]]:
     """Job name -> the nodes it ran on, from sacct (for the jobs the launcher log names)."""
     log = (run.output_dir / "logs" / "launcher.log").read_text()
-    ids = re.findall(r"(?:server job|submitted as job) (\d+)", log)
-    out = subprocess.run(["sacct", "--allocations", "--noheader", "--parsable2",
-                          f"--jobs={','.join(ids)}", "--format=JobName,NodeList"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    ids = sorted(set(re.findall(r"(?:server job|submitted as job) (\d+)", log)))
+    # slurmdbd records jobs asynchronously: under load the last ones appear a little later.
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(["sacct", "--allocations", "--noheader", "--parsable2",
+                              f"--jobs={','.join(ids)}", "--format=JobName,NodeList"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        if len(out.splitlines()) >= len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     nodes: dict[str, set[str]] = {}
     for line in out.splitlines():
         name, node_list = line.split("|")
