@@ -67,11 +67,15 @@ def job_nodes(run: LauncherRun) -> dict[str, set[str]]:
     """Job name -> the nodes it ran on, from sacct (for the jobs the launcher log names)."""
     log = (run.output_dir / "logs" / "launcher.log").read_text()
     ids = sorted(set(re.findall(r"(?:server job|submitted as job) (\d+)", log)))
+    # Only this study's jobs: a cluster restarted on the same accounting database (a second
+    # test run on one machine) numbers its jobs from the start again.
+    started = log[:19].replace(" ", "T")
     # slurmdbd records jobs asynchronously: under load the last ones appear a little later.
     deadline = time.monotonic() + 60
     while True:
         out = subprocess.run(["sacct", "--allocations", "--noheader", "--parsable2",
-                              f"--jobs={','.join(ids)}", "--format=JobName,NodeList"],
+                              f"--starttime={started}", f"--jobs={','.join(ids)}",
+                              "--format=JobName,NodeList"],
                              capture_output=True, text=True, check=True, timeout=30).stdout
         if len(out.splitlines()) >= len(ids) or time.monotonic() > deadline:
             break
