@@ -19,7 +19,7 @@ from melissa.config.loader import strip_comments
 from tests.integration.conftest import REPO
 
 PEAK_DIR = REPO / "examples" / "peak"
-BUDGET, STEPS, CELLS = 40, 4, 8
+BUDGET, STEPS, CELLS = 60, 4, 8
 spec = importlib.util.spec_from_file_location("example_peak", PEAK_DIR / "peak.py")
 assert spec and spec.loader
 peak = importlib.util.module_from_spec(spec)
