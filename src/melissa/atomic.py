@@ -31,16 +31,17 @@ def atomic_write(path: Path, *, durable: bool, mode: int | None = None) -> Itera
             os.chmod(tmp, mode)  # O_CREAT's mode is masked by the umask, and tmp may have existed
         yield tmp
         if durable:
-            _fsync(tmp)
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        _fsync(path.parent)  # the rename is durable once the directory entry is
+        fsync_path(path.parent)  # the rename is durable once the directory entry is
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -29,6 +29,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
+from melissa.atomic import fsync_path
 from melissa.server.sa.output import cell_dims, dataset_attrs, leading_dim, long_name
 
 TARGET_CHUNK_CELLS = 1 << 18  # 2 MiB of float64 per chunk: large writes, small reads for plots
@@ -42,7 +43,7 @@ class DurableStore(LocalStore):
 
     async def set(self, key: str, value: Any) -> None:
         await super().set(key, value)
-        await asyncio.to_thread(_fsync, self.root / key)
+        await asyncio.to_thread(fsync_path, self.root / key)
 
 
 def chunk_shape(shape: tuple[int, ...], max_cells: int) -> tuple[int, ...]:
@@ -198,7 +199,7 @@ class ZarrResults:
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(self._store())
         if self.durable:
-            _fsync(self.tmp)
+            fsync_path(self.tmp)
         old = self.path.with_name(f".{self.path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.path.exists():
@@ -206,7 +207,7 @@ class ZarrResults:
         os.replace(self.tmp, self.path)
         shutil.rmtree(old, ignore_errors=True)
         if self.durable:
-            _fsync(self.path.parent)
+            fsync_path(self.path.parent)
 
     # -- every rank --------------------------------------------------------------------------
     def _write_cells(
@@ -252,11 +253,3 @@ class ZarrResults:
 
 def _box_shape(box: tuple[slice, ...], grid: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(len(range(*s.indices(n))) for s, n in zip(box, grid))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
