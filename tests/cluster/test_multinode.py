@@ -46,8 +46,22 @@ def study_config(**changes: dict[str, Any]) -> dict[str, Any]:
 def run_study(tmp_path: Path, config: dict[str, Any]) -> LauncherRun:
     (tmp_path / "sim.py").write_text(SIMULATION)
     run = run_launcher(config, tmp_path, timeout=300)
+    if run.returncode != 0 and _pmi2_start_up_failed(run):
+        # Known, open: a server of several ranks over srun's PMI2 across the namespace nodes
+        # sometimes dies in MPI_Init (slurmstepd "mpi/pmi2: invalid client request", then a UCX
+        # address assertion), before any Melissa code runs; seen in 2 of 4 loaded CI runs. The
+        # study is run once more in a new directory; a second failure fails the test.
+        retry = tmp_path / "retry"
+        retry.mkdir()
+        (retry / "sim.py").write_text(SIMULATION)
+        run = run_launcher(config, retry, timeout=300)
     assert run.returncode == 0, run.output
     return run
+
+
+def _pmi2_start_up_failed(run: LauncherRun) -> bool:
+    log = run.output_dir / "logs" / "server.log"
+    return log.exists() and "mpi/pmi2: invalid client request" in log.read_text(errors="replace")
 
 
 def assert_equals_numpy(run: LauncherRun, server_ranks: int = 1) -> None:
@@ -67,22 +81,29 @@ def job_nodes(run: LauncherRun) -> dict[str, set[str]]:
     """Job name -> the nodes it ran on, from sacct (for the jobs the launcher log names)."""
     log = (run.output_dir / "logs" / "launcher.log").read_text()
     ids = sorted(set(re.findall(r"(?:server job|submitted as job) (\d+)", log)))
-    # Only this study's jobs: a cluster restarted on the same accounting database (a second
-    # test run on one machine) numbers its jobs from the start again.
+    # Only this study's jobs: a cluster re-created on the same accounting database (a second
+    # test run on one machine) numbers its jobs from the start again, so an id may also name an
+    # older job; keep the newest record of each id, submitted since this study started.
     started = log[:19].replace(" ", "T")
     # slurmdbd records jobs asynchronously: under load the last ones appear a little later.
     deadline = time.monotonic() + 60
     while True:
         out = subprocess.run(["sacct", "--allocations", "--noheader", "--parsable2",
                               f"--starttime={started}", f"--jobs={','.join(ids)}",
-                              "--format=JobName,NodeList"],
+                              "--format=JobID,Submit,JobName,NodeList"],
                              capture_output=True, text=True, check=True, timeout=30).stdout
-        if len(out.splitlines()) >= len(ids) or time.monotonic() > deadline:
+        newest: dict[str, tuple[str, str, str]] = {}
+        for line in out.splitlines():
+            job, submit, name, node_list = line.split("|")
+            if submit >= started and submit >= newest.get(job, ("",))[0]:
+                newest[job] = (submit, name, node_list)
+        # ... and a job's name reaches it after the job (a moment named "allocation").
+        named = all(n == "server" or n.startswith("simulation_") for _, n, _ in newest.values())
+        if (len(newest) >= len(ids) and named) or time.monotonic() > deadline:
             break
         time.sleep(1)
     nodes: dict[str, set[str]] = {}
-    for line in out.splitlines():
-        name, node_list = line.split("|")
+    for _, name, node_list in newest.values():
         expanded = subprocess.run(["scontrol", "show", "hostnames", node_list],
                                   capture_output=True, text=True, check=True, timeout=30).stdout
         nodes[name] = set(expanded.split())
