@@ -327,9 +327,7 @@ class ReservoirBuffer(SampleBuffer[T]):
         self, capacity: int, watermark: int = 1, seed: int = 0, drain_batches: int | None = None
     ) -> None:
         super().__init__(capacity, watermark, seed)
-        if drain_batches is not None and drain_batches < 0:
-            raise ValueError(f"drain_batches must be >= 0 or None, got {drain_batches}")
-        self.drain_batches = drain_batches
+        self.drain_batches = _checked_drain_batches(drain_batches)
         # Two pools so that eviction of a used sample and drawing are O(1) per sample.
         self._unused: list[T] = []
         self._used: list[T] = []
@@ -412,9 +410,7 @@ class SimPairedReservoirBuffer(SampleBuffer[tuple[Key, T]]):
         self, capacity: int, watermark: int = 1, seed: int = 0, drain_batches: int | None = None
     ) -> None:
         super().__init__(capacity, watermark, seed)
-        if drain_batches is not None and drain_batches < 0:
-            raise ValueError(f"drain_batches must be >= 0 or None, got {drain_batches}")
-        self.drain_batches = drain_batches
+        self.drain_batches = _checked_drain_batches(drain_batches)
         self._items: dict[Key, T] = {}
         self._pairs: list[Key] = []  # key of each pair's earlier sample
         self._pair_at: dict[Key, int] = {}  # its position in _pairs
@@ -512,3 +508,8 @@ def make_buffer(
     raise ValueError(f"unknown buffer policy {policy!r}: expected one of {', '.join(POLICIES)}")
 
 
+def _checked_drain_batches(drain_batches: int | None) -> int | None:
+    """Batches served after reception ended (None: until every sample was used once)."""
+    if drain_batches is not None and drain_batches < 0:
+        raise ValueError(f"drain_batches must be >= 0 or None, got {drain_batches}")
+    return drain_batches
