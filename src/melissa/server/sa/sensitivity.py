@@ -2,7 +2,9 @@
 
 In a Sobol' study (sa_config.sobol_indices) each field also has a `GroupJoin` that assembles the
 pick-freeze groups and updates the Martinez state; the other statistics then take only the A and
-B members of each group, the independent draws. Every few seconds the widest confidence interval
+B members of each group, the independent draws. A simulation's data reaches the statistics only
+once it is complete on this rank (its whole group, for the indices): until then it is held apart
+(held.py), so that a simulation abandoned half-way leaves no trace in the results. Every few seconds the widest confidence interval
 of the indices goes to statistics/sobol_convergence.csv, so that a user sees them converge.
 """
 
@@ -22,6 +24,7 @@ from melissa.protocol import cell_range, cell_ranges
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
 from melissa.server.sa.groups import GroupJoin
+from melissa.server.sa.held import HeldChunks
 from melissa.server.sa.output import leading_dim, write_field_results
 from melissa.server.sa.zarr_output import ZarrResults
 from melissa.server.stats import FieldStatistics, compile_kernels
@@ -41,6 +44,8 @@ class SensitivityServer(Server):
         self.statistics: dict[int, FieldStatistics] = {}
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
+        self.held = HeldChunks()  # running simulations' chunks, until they complete
+        self.dropped: set[int] = set()  # simulations whose partial data was left out
         self._convergence: dict[str, list[float]] = {}  # this rank's, refreshed periodically
         self._next_convergence = 0.0
         self._convergence_version = 0  # refreshes so far
@@ -64,12 +69,36 @@ class SensitivityServer(Server):
     def on_data(
         self, info: FieldInfo, simulation_id: int, time_step: int, local_start: int, data: np.ndarray
     ) -> None:
-        join = self.sobol.get(info.field_id)
-        if join is not None:
-            join.add(simulation_id, time_step, local_start, data)
-            if simulation_id % self.group_size >= 2:
-                return  # C_k members: their values only serve the indices
-        self.statistics[info.field_id].update(time_step, local_start, data, simulation_id)
+        self.held.add(simulation_id, info.field_id, time_step, local_start, data)
+
+    def on_complete(self, simulation_id: int) -> None:
+        """Its held chunks go to the statistics (A and B members only, in a Sobol' study); the
+        group's go to the Sobol' join once every member is complete here."""
+        if self.group_size == 1 or simulation_id % self.group_size < 2:
+            for field_id, time_step, start, values in self.held.chunks(simulation_id):
+                self.statistics[field_id].update(time_step, start, values, simulation_id)
+        if self.group_size == 1:
+            self.held.drop(simulation_id)
+            return
+        group = simulation_id // self.group_size
+        members = range(group * self.group_size, (group + 1) * self.group_size)
+        sims = self.registry.simulations
+        if not all(m in sims and sims[m].complete for m in members):
+            return
+        steps = self.config.study_options.nb_time_steps
+        for field_id, join in self.sobol.items():
+            for time_step in range(steps):  # step by step: the join holds one step at a time
+                for member in members:
+                    for start, values in self.held.step(member, field_id, time_step):
+                        join.add(member, time_step, start, values)
+        for member in members:
+            self.held.drop(member)
+
+    @property
+    def simulations_counted(self) -> list[int]:
+        """The simulations whose data the statistics (count, moments, ...) hold."""
+        return [s for s in self.registry.completed
+                if self.group_size == 1 or s % self.group_size < 2]
 
     # -- convergence of the Sobol' indices -----------------------------------------------------
     def on_status(self, now: float) -> dict[str, Any]:
@@ -125,6 +154,13 @@ class SensitivityServer(Server):
     # -- results -------------------------------------------------------------------------------
     def on_finish(self) -> list[Path]:
         written = []
+        unfinished = [s for s in self.held.simulations
+                      if s not in self.registry.simulations or not self.registry.simulations[s].complete]
+        if unfinished:
+            log.warning("simulations %s did not complete: their partial data is left out of the "
+                        "results", unfinished)
+        self._drop(self.held.simulations)
+        log.info("held at most %.1f MB of running simulations' data", self.held.peak_nbytes / 1e6)
         for join in self.sobol.values():
             if join.pending:
                 log.warning("%d half-joined (group, time step) pairs left incomplete: their "
@@ -174,7 +210,8 @@ class SensitivityServer(Server):
         return {
             "melissa_version": __version__,
             "simulations_complete": self.simulations_complete,
-            "simulations_seen": len(self.registry.simulations),
+            "simulations_seen": len(self.simulations_counted),
+            "simulations_dropped": len(self.dropped),
             "server_ranks": self.ranks,
         }
 
@@ -259,21 +296,33 @@ class SensitivityServer(Server):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_abandon(self, simulation_ids: list[int]) -> None:
-        """Free the half-joined steps of the abandoned simulations' groups (a redraw abandons a
-        whole group). What they sent before stays counted, once, as for any failed simulation."""
-        if not self.sobol:
-            return
-        groups = {s // self.group_size for s in simulation_ids}
+        """Drop what the abandoned simulations sent (for Sobol' indices: what their whole
+        groups sent, as a redraw replaces the group; its members complete before stay in the
+        other statistics)."""
+        size = self.group_size
+        groups = {s // size for s in simulation_ids}
+        self._drop(sorted({g * size + m for g in groups for m in range(size)}))
         freed = sum(join.abandon(groups) for join in self.sobol.values())
         if freed:
             log.info("freed %d half-joined (group, time step) buffers of abandoned groups %s",
                      freed, sorted(groups))
 
+    def _drop(self, simulation_ids: list[int]) -> None:
+        """Forget the held chunks of these simulations: their data stays out of the results."""
+        dropped = [s for s in simulation_ids if s in self.held]
+        freed = sum(self.held.drop(s) for s in dropped)
+        counted = set(self.simulations_counted)
+        self.dropped.update(s for s in dropped if s not in counted)
+        if dropped:
+            log.info("left the data of simulations %s out of the results (%.1f MB)", dropped,
+                     freed / 1e6)
+
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """Arrays named "field<i>/<part>/<name>" for field id i: part "stats" holds
         FieldStatistics.state_dict(); in a Sobol' study, "sobol" the Martinez state
         (SobolState.state_dict()) and "join" the half-joined groups (GroupJoin.state_dict())."""
-        state = {}
+        state = {f"held/{name}": a for name, a in self.held.state_dict().items()}
+        state["held/dropped"] = np.array(sorted(self.dropped), np.int64)
         for field_id, stats in self.statistics.items():
             parts = {"stats": stats.state_dict()}
             join = self.sobol.get(field_id)
@@ -285,7 +334,13 @@ class SensitivityServer(Server):
 
     def restore_state(self, state: dict[str, np.ndarray]) -> None:
         parts: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+        held = {k.removeprefix("held/"): a for k, a in state.items() if k.startswith("held/")}
+        if held:
+            self.dropped = {int(s) for s in held.pop("dropped")}
+            self.held = HeldChunks.from_state_dict(held)
         for key, array in state.items():
+            if key.startswith("held/"):
+                continue
             field, part, name = key.split("/", 2)
             parts.setdefault(int(field.removeprefix("field")), {}).setdefault(part, {})[name] = array
         if set(parts) != set(self.registry.fields):
