@@ -164,7 +164,8 @@ def print_summary(
     table.add_row("completed", f"[green]{len(completed)}")
     table.add_row("failed", f"[red]{len(failed)}" if failed else "0")
     if redrawn:
-        table.add_row("redrawn", f"[yellow]{len(redrawn)}")
+        table.add_row("redrawn", f"[yellow]{len(redrawn)}[/yellow] (new parameters under new ids; "
+                      "what they sent is left out of the results)")
     failures = sum(r.failures for r in records)
     if failures:
         table.add_row("failed runs", str(failures))  # attempts, all simulations
@@ -183,6 +184,10 @@ def print_summary(
     for label, text in _training(paths.training_metrics):
         table.add_row(label, text)
     console.print(table)
+    if redrawn or failed:
+        console.print(f"[yellow]The statistics hold completed simulations only: the data of "
+                      f"{len(redrawn) + len(failed)} redrawn or failed ones is left out of the "
+                      "results.[/yellow]", soft_wrap=True)
     _print_faults(console, records, log_of)
     for i, reason in enumerate(server_restarts, 1):
         console.print(f"server restart {i}: {reason}", soft_wrap=True, highlight=False)
