@@ -113,6 +113,19 @@ def _sobol_convergence(path: Path) -> list[tuple[str, str]]:
             for field, row in last.items()]
 
 
+def _stop_when(path: Path) -> list[tuple[str, str]]:
+    """sa_config.stop_when: the figure reached (the last row of statistics/stop_when.csv)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        last = rows[-1]
+        text = (f"{last['value']} with {last['simulations']} simulations (target: below "
+                f"{last['below']})")
+        return [(f"stop_when {last['figure']}", text)]
+    except (OSError, KeyError, IndexError, csv.Error):
+        return []
+
+
 def _training(path: Path) -> list[tuple[str, str]]:
     """Deep learning: the last row of metrics.csv (batches, training loss, validation metrics);
     nothing when the study trained no surrogate."""
@@ -154,6 +167,7 @@ def print_summary(
     elapsed_s: float,
     log_of: Any,
     server_restarts: Sequence[str] = (),
+    stopped: str = "",
 ) -> None:
     """The study's figures, then every fault and what was done about it, then where results are."""
     completed = [r for r in records if r.status == SimulationStatus.COMPLETED]
@@ -181,9 +195,13 @@ def print_summary(
     paths = StudyPaths(output_dir)
     for field, convergence in _sobol_convergence(paths.sobol_convergence):
         table.add_row(f"Sobol' indices, {field}", convergence)
+    for label, text in _stop_when(paths.stop_when):
+        table.add_row(label, text)
     for label, text in _training(paths.training_metrics):
         table.add_row(label, text)
     console.print(table)
+    if stopped:
+        console.print(f"[bold]The study {stopped}.[/bold]", soft_wrap=True, highlight=False)
     if redrawn or failed:
         console.print(f"[yellow]The statistics hold completed simulations only: the data of "
                       f"{len(redrawn) + len(failed)} redrawn or failed ones is left out of the "

@@ -64,7 +64,9 @@ class HeldChunks:
     def state_dict(self) -> dict[str, np.ndarray]:
         """"keys" (k, 6) int64: simulation, field id, time step, start, length, 1 for float64
         (0: float32); "values_f8" and "values_f4": the chunks' values in key order, per dtype."""
-        keys, f8, f4 = [], [], []
+        keys: list[tuple[int, ...]] = []
+        f8: list[np.ndarray] = []
+        f4: list[np.ndarray] = []
         for sim in sorted(self._held):
             for field_id, time_step, start, values in self.chunks(sim):
                 wide = values.dtype == np.float64

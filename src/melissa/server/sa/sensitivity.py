@@ -21,8 +21,10 @@ import numpy as np
 
 from melissa import __version__
 from melissa.protocol import cell_range, cell_ranges
+from melissa.protocol.events import StopWhenReached
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
+from melissa.server.sa.figures import FIGURES, FieldState
 from melissa.server.sa.groups import GroupJoin
 from melissa.server.sa.held import HeldChunks
 from melissa.server.sa.output import leading_dim, write_field_results
@@ -47,6 +49,10 @@ class SensitivityServer(Server):
         self.held = HeldChunks()  # running simulations' chunks, until they complete
         self.dropped: set[int] = set()  # simulations whose partial data was left out
         self._convergence: dict[str, list[float]] = {}  # this rank's, refreshed periodically
+        self._figure_parts: dict[str, list[float]] = {}  # stop_when: this rank's partial sums
+        self._counted = 0  # simulations in this rank's statistics, at the last refresh
+        self._judged_version = 0  # the refresh rank 0 last judged stop_when on
+        self._stop_told = False
         self._next_convergence = 0.0
         self._convergence_version = 0  # refreshes so far
         self._logged_version = 0  # the refresh rank 0 last wrote rows for
@@ -100,29 +106,74 @@ class SensitivityServer(Server):
         return [s for s in self.registry.completed
                 if self.group_size == 1 or s % self.group_size < 2]
 
-    # -- convergence of the Sobol' indices -----------------------------------------------------
+    # -- convergence: the Sobol' indices, sa_config.stop_when ----------------------------------
     def on_status(self, now: float) -> dict[str, Any]:
-        if not self.sobol:
+        stop_when = self.config.sa.stop_when
+        if not self.sobol and stop_when is None:
             return {}
         if now >= self._next_convergence:
             self._refresh_convergence()
             self._next_convergence = now + _CONVERGENCE_PERIOD_S
-        return {"sobol_convergence": self._convergence}
+        out: dict[str, Any] = {"sobol_convergence": self._convergence} if self.sobol else {}
+        if stop_when is not None:
+            out.update(stop_when=self._figure_parts, counted=self._counted)
+        return out
 
     def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
         if self.sobol and self._convergence:
             self._log_convergence(time.monotonic(), statuses)
+        if self.config.sa.stop_when is not None and self._judged_version != self._convergence_version:
+            self._judged_version = self._convergence_version
+            self._judge_stop(time.monotonic(), statuses)
+
+    def _judge_stop(self, now: float, statuses: list[dict[str, Any]]) -> None:
+        """Rank 0: the figure over every rank (the worst field's), logged to
+        statistics/stop_when.csv; the launcher hears once it is below the target."""
+        stop_when = self.config.sa.stop_when
+        assert stop_when is not None
+        figure = FIGURES[stop_when.figure]
+        names = {name for s in statuses for name in s.get("stop_when", {})}
+        values = [figure.combine([s["stop_when"][n] for s in statuses if n in s.get("stop_when", {})])
+                  for n in sorted(names)]
+        value = math.nan if not values or any(math.isnan(v) for v in values) else max(values)
+        counted = min(int(s.get("counted", 0)) for s in statuses)
+        path = self.paths.stop_when
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new_file:
+                writer.writerow(("elapsed_s", "simulations", "figure", "value", "below"))
+            writer.writerow([f"{now - self._started:.1f}", counted, stop_when.figure,
+                             f"{value:.6g}", f"{stop_when.below:.6g}"])
+        if not (value < stop_when.below and counted >= stop_when.min_simulations):
+            return
+        if not self._stop_told:
+            log.info("stop_when: %s %.4g < %.4g with %d simulations: no more simulations",
+                     stop_when.figure, value, stop_when.below, counted)
+            self._stop_told = True
+        self.emit(StopWhenReached(stop_when.figure, value, stop_when.below, counted).to_json())
 
     def _refresh_convergence(self) -> None:
-        """Per field name: [complete groups (fewest over time steps), widest first-order
-        interval, widest total interval, MB held by the join]."""
+        """This rank's figures: stop_when's partial sums per field, and per field name [complete
+        groups (fewest over time steps), widest first-order interval, widest total interval, MB
+        held by the join]."""
+        self._convergence_version += 1
+        stop_when = self.config.sa.stop_when
+        if stop_when is not None:
+            local = FIGURES[stop_when.figure].local
+            fields = self.registry.fields
+            self._figure_parts = {
+                fields[i].name: local(FieldState(stats, self.sobol[i].state if i in self.sobol
+                                                 else None))
+                for i, stats in self.statistics.items()}
+            self._counted = len(self.simulations_counted)
         out = {}
         for field_id, join in self.sobol.items():
             first, total = join.state.widest_interval()
             name = self.registry.fields[field_id].name
             out[name] = [float(join.state.groups.min()), first, total, join.nbytes / 1e6]
         self._convergence = out
-        self._convergence_version += 1
 
     def _log_convergence(self, now: float, statuses: list[dict[str, Any]]) -> None:
         """Rank 0: every rank's widest interval, combined (max), as one CSV row per field."""
@@ -165,9 +216,9 @@ class SensitivityServer(Server):
             if join.pending:
                 log.warning("%d half-joined (group, time step) pairs left incomplete: their "
                             "members did not all arrive; not counted", len(join.pending))
-        if self.sobol:
+        if self.sobol or self.config.sa.stop_when is not None:
             self._refresh_convergence()
-            self.emit_status(time.monotonic())  # the convergence log's last row
+            self.emit_status(time.monotonic())  # the convergence logs' last rows
         for name, field_id in self.registry.field_ids.items():
             # Collective over ranks, in config order: every rank takes part for every field,
             # even one it never heard of (a client may have died between two HELLOs).
