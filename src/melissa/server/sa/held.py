@@ -15,6 +15,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+# A received chunk this large (a view on its own ZeroMQ frame, which nobody writes to or reuses)
+# is kept as it is. Smaller ones are copied: libzmq may hand out small messages inside a shared
+# receive buffer (8 KiB) that the view would keep alive.
+_KEEP_BYTES = 64 << 10
 # Checkpoint layout: one row per chunk (simulation, field id, time step, local start, length,
 # float64?) and the chunks' values concatenated per dtype.
 _KEYS, _F8, _F4 = "keys", "values_f8", "values_f4"
@@ -29,10 +33,12 @@ class HeldChunks:
         self.peak_nbytes = 0
 
     def add(self, simulation_id: int, field_id: int, time_step: int, start: int,
-            data: np.ndarray) -> None:
-        """Copy a chunk (data may be a view on a message buffer that is reused)."""
+            data: np.ndarray, *, frame: bool = False) -> None:
+        """Hold a chunk. `frame`: data is a view on a received message that nobody else
+        keeps, writes to or reuses, so a large one is held without a copy."""
+        keep = frame and data.nbytes >= _KEEP_BYTES
         chunks = self._held.setdefault(simulation_id, {}).setdefault((field_id, time_step), [])
-        chunks.append((start, np.array(data, copy=True)))
+        chunks.append((start, data if keep else np.array(data, copy=True)))
         self.nbytes += data.nbytes
         self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
 

@@ -75,7 +75,7 @@ class SensitivityServer(Server):
     def on_data(
         self, info: FieldInfo, simulation_id: int, time_step: int, local_start: int, data: np.ndarray
     ) -> None:
-        self.held.add(simulation_id, info.field_id, time_step, local_start, data)
+        self.held.add(simulation_id, info.field_id, time_step, local_start, data, frame=True)
 
     def on_complete(self, simulation_id: int) -> None:
         """Its held chunks go to the statistics (A and B members only, in a Sobol' study); the
