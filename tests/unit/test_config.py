@@ -89,12 +89,12 @@ BAD = [
      "c.json: sa_config.stop_when.below: Input should be greater than 0, got 0"),
     (with_change("sa_config", {"stop_when": {"figure": "mean_stderr", "below": 0.1,
                                              "min_simulations": 1}}),
-     "c.json: sa_config.stop_when.min_simulations: Input should be greater than or equal to 2, "
-     "got 1"),
+     ("c.json: sa_config.stop_when.min_simulations: Input should be greater than or equal to "
+      "2, got 1")),
     (with_change("sa_config", {"variance": False, "stop_when": {"figure": "mean_stderr",
                                                                 "below": 0.1}}),
-     "c.json: sa_config: stop_when figure 'mean_stderr' needs variance: set sa_config.variance "
-     "to true"),
+     ("c.json: sa_config: stop_when figure 'mean_stderr' needs variance: set "
+      "sa_config.variance to true")),
     (with_change("sa_config", {"stop_when": {"below": 0.1}}),
      "c.json: sa_config.stop_when.figure: required key is missing"),
     (with_change("client_config.executable_command", ""),

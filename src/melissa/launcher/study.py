@@ -393,9 +393,9 @@ class Study:
     def _stop_when(self, event: StopWhenReached) -> None:
         """The figure reached its target: submit nothing more (recorded, so that --resume does
         not either); the running simulations finish and count."""
-        if self.stopped:
-            return
         pending = self.store.counts()[SimulationStatus.PENDING]
+        if self.stopped or self.phase != "running" or pending == 0:
+            return  # nothing left to hold back
         self.stopped = (
             f"stopped early: {event.figure} {event.value:.4g} below {event.below:.4g} "
             f"(sa_config.stop_when) with {event.simulations} simulations in the statistics; "

@@ -4,8 +4,10 @@ In a Sobol' study (sa_config.sobol_indices) each field also has a `GroupJoin` th
 pick-freeze groups and updates the Martinez state; the other statistics then take only the A and
 B members of each group, the independent draws. A simulation's data reaches the statistics only
 once it is complete on this rank (its whole group, for the indices): until then it is held apart
-(held.py), so that a simulation abandoned half-way leaves no trace in the results. Every few seconds the widest confidence interval
-of the indices goes to statistics/sobol_convergence.csv, so that a user sees them converge.
+(held.py), so that a simulation abandoned half-way leaves no trace in the results. Every few
+seconds the widest confidence interval of the indices goes to statistics/sobol_convergence.csv,
+so that a user sees them converge, and sa_config.stop_when's figure (figures.py) to
+statistics/stop_when.csv.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class SensitivityServer(Server):
     def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
         if self.sobol and self._convergence:
             self._log_convergence(time.monotonic(), statuses)
-        if self.config.sa.stop_when is not None and self._judged_version != self._convergence_version:
+        fresh = self._judged_version != self._convergence_version
+        if self.config.sa.stop_when is not None and fresh:
             self._judged_version = self._convergence_version
             self._judge_stop(time.monotonic(), statuses)
 
@@ -133,8 +136,8 @@ class SensitivityServer(Server):
         assert stop_when is not None
         figure = FIGURES[stop_when.figure]
         names = {name for s in statuses for name in s.get("stop_when", {})}
-        values = [figure.combine([s["stop_when"][n] for s in statuses if n in s.get("stop_when", {})])
-                  for n in sorted(names)]
+        values = [figure.combine([s["stop_when"][n] for s in statuses
+                                  if n in s.get("stop_when", {})]) for n in sorted(names)]
         value = math.nan if not values or any(math.isnan(v) for v in values) else max(values)
         counted = min(int(s.get("counted", 0)) for s in statuses)
         path = self.paths.stop_when
@@ -205,8 +208,8 @@ class SensitivityServer(Server):
     # -- results -------------------------------------------------------------------------------
     def on_finish(self) -> list[Path]:
         written = []
-        unfinished = [s for s in self.held.simulations
-                      if s not in self.registry.simulations or not self.registry.simulations[s].complete]
+        sims = self.registry.simulations
+        unfinished = [s for s in self.held.simulations if s not in sims or not sims[s].complete]
         if unfinished:
             log.warning("simulations %s did not complete: their partial data is left out of the "
                         "results", unfinished)
