@@ -72,7 +72,9 @@ class SensitivityServer(Server):
             state = SobolState(self.group_size - 2, steps, info.local_size)
             self.sobol[info.field_id] = GroupJoin(state)
             size += state.nbytes
-        log.info("field %r: %.1f MB of statistics state", info.name, size / 1e6)
+        log.info("field %r: %.1f MB of statistics state, and %.1f MB (float64) per running "
+                 "simulation held until it completes", info.name, size / 1e6,
+                 steps * info.local_size * 8 / 1e6)
 
     def on_data(
         self, info: FieldInfo, simulation_id: int, time_step: int, local_start: int, data: np.ndarray
