@@ -23,9 +23,9 @@ from melissa.server.stats.counts import SegmentedCounts
 
 _MOMENTS = ("mean", "m2", "m3", "m4")
 _FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
-# Simulation ids and exceedance counts fit 32 bits (fewer than 2^31 simulations); the quantile
-# density is a step size (quantiles.py): float32. The moments stay float64.
-_ID, _COUNT32, _DENSITY = np.dtype(np.int32), np.dtype(np.int32), np.dtype(np.float32)
+# Simulation ids and exceedance counts fit 32 bits (fewer than 2^31 simulations). The moments
+# stay float64.
+_ID, _COUNT32 = np.dtype(np.int32), np.dtype(np.int32)
 _INPUT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 _COUNT_ARRAYS = ("shape", "count_offsets", "count_starts", "count_values")
 # A merge goes segment by segment (scalar counts) while a time step has at most this many segments
@@ -91,8 +91,8 @@ class FieldStatistics:
                 s = self._state
                 own = "quantile_low" in s
                 quantiles.update(data, time_step, start, segments, s["quantile_levels"],
-                                 s["quantile"], s["quantile_density"],
-                                 s["quantile_low" if own else "minimum"],
+                                 self._quantile_order, self._sa.quantile_exact_samples,
+                                 *self._quantile_blocks, s["quantile_low" if own else "minimum"],
                                  s["quantile_high" if own else "maximum"], own)
             counts.increment(time_step, first, last)
 
@@ -151,7 +151,9 @@ class FieldStatistics:
             if name in s:
                 out[name] = s[name].copy()
         if sa.quantiles:
-            out["quantile"] = quantiles.results(n, s["quantile"])
+            blocks = s["quantile_state"].reshape(*n.shape, self._quantile_words)
+            out["quantile"] = quantiles.results(n, blocks, s["quantile_levels"],
+                                                sa.quantile_exact_samples)
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -186,6 +188,13 @@ class FieldStatistics:
             raise ValueError(f"state 'shape' must be [nb_time_steps >= 1, n_cells >= 0], got "
                              f"{shape.tolist()}")
         nb_time_steps, n_cells = (int(v) for v in shape)
+        if "quantile_exact" in state and int(state["quantile_exact"][0]) != (
+            sa.quantile_exact_samples
+        ):
+            raise ValueError(
+                f"state quantile_exact_samples {int(state['quantile_exact'][0])} differs from "
+                f"the configured quantile_exact_samples {sa.quantile_exact_samples}"
+            )
         stats = cls.__new__(cls)
         stats._sa = sa
         stats._shape = (nb_time_steps, n_cells)
@@ -255,6 +264,12 @@ class FieldStatistics:
             s.get("thresholds", np.empty(0, _FLOAT)),
             s.get("threshold_exceedance", np.empty((0, 0, 0), _COUNT32)),
         )
+        if "quantile_state" in s:  # (T, C·W) as stored, (T, C, W) for the kernel
+            self._quantile_words = quantiles.block_words(self._sa.quantile_exact_samples,
+                                                         len(self._sa.quantiles))
+            words = s["quantile_state"].reshape(*self.shape, self._quantile_words)
+            self._quantile_blocks = (words, words.view(np.float32))
+            self._quantile_order = np.argsort(s["quantile_levels"], kind="stable")
 
 
 def compile_kernels(sa: SAConfig) -> None:
@@ -283,8 +298,10 @@ def _layout(
     if sa.quantiles:
         levels = len(sa.quantiles)
         layout["quantile_levels"] = ((levels,), _FLOAT, sa.quantiles)
-        layout["quantile"] = ((levels, *shape), _FLOAT, np.nan)
-        layout["quantile_density"] = ((levels, *shape), _DENSITY, 0.0)
+        layout["quantile_exact"] = ((1,), _INT, [sa.quantile_exact_samples])
+        # One block of W words per cell: stored (T, C·W) so that rows are time steps.
+        words = quantiles.block_words(sa.quantile_exact_samples, levels)
+        layout["quantile_state"] = ((nb_time_steps, n_cells * words), _FLOAT, np.nan)
         if not (sa.min and sa.max):  # else the quantiles read the min and max statistics
             layout["quantile_low"] = (shape, _FLOAT, np.nan)
             layout["quantile_high"] = (shape, _FLOAT, np.nan)
