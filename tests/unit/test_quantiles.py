@@ -192,9 +192,25 @@ def test_a_nan_sample_beyond_k_makes_the_quantiles_nan(sa: SAConfig) -> None:
     assert np.isnan(q[:, 0]).all() and np.isfinite(q[:, 1]).all()
 
 
-def test_quantiles_do_not_merge() -> None:
-    with pytest.raises(ValueError, match="do not merge"):
-        FieldStatistics(1, 1, SA).merge(FieldStatistics(1, 1, SA))
+@pytest.mark.parametrize("sa", [SA, SAConfig(mean=False, min=True, max=True, quantiles=LEVELS)])
+def test_merge_of_split_cells_and_of_few_samples_equals_one_state(sa: SAConfig) -> None:
+    """Ranks that split the cells (any count), or samples split with at most K in all, merge
+    into the state one rank would hold; beyond K per cell on both sides, a clear error."""
+    x = np.random.default_rng(6).normal(size=(3 * K, 6))
+    whole, a, b = (FieldStatistics(2, 6, sa) for _ in range(3))
+    for i, row in enumerate(x):
+        whole.update(0, 0, row, i)
+        a.update(0, 0, row[:4], i)  # rank a: cells 0-3, every sample
+        b.update(0, 4, row[4:], i)  # rank b: cells 4-5
+        if i < K:  # step 1: the first K samples split between the two
+            (a if i % 3 else b).update(1, 0, row, i)
+            whole.update(1, 0, row, i)
+    a.merge(b)
+    for name in ("count", "quantile"):
+        np.testing.assert_array_equal(a.results()[name], whole.results()[name], err_msg=name)
+    b.update(0, 0, x[0], 99)  # cells 0-3 now have samples on both sides, 3K in all
+    with pytest.raises(ValueError, match=r"do not merge: time step 0, cell 0 has 24 \+ 1"):
+        a.merge(b)
 
 
 def test_restart_from_the_state_equals_the_uninterrupted_run() -> None:

@@ -100,15 +100,14 @@ class FieldStatistics:
         """Combine with a state of the same shape built from disjoint samples."""
         if other is self:
             raise ValueError("cannot merge a state with itself (its samples are not disjoint)")
-        if self._sa.quantiles:
-            raise ValueError("quantile estimates depend on the order of the samples and do not "
-                             "merge: split server ranks by cells, never by samples")
         self._initialise(slice(None))
         other._initialise(slice(None))
         _check_compatible(self._state, other._state)
         if self.shape != other.shape:
             raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
         a, b = self._state, other._state
+        if self._sa.quantiles:
+            self._merge_quantiles(other)
         names = _MOMENTS[: self._sa.moment_order]
         for t in range(self.shape[0]):
             starts, n_a, n_b = self._counts.union(other._counts, t)
@@ -124,6 +123,23 @@ class FieldStatistics:
             a["threshold_exceedance"][...] = threshold.merge(
                 a["threshold_exceedance"], b["threshold_exceedance"]
             )
+
+    def _merge_quantiles(self, other: FieldStatistics) -> None:
+        """The quantile part of merge, before the counts change (quantiles.py: where it can)."""
+        n_a, n_b = self._counts.expand(), other._counts.expand()
+        exact = self._sa.quantile_exact_samples
+        if other._sa.quantile_exact_samples != exact:
+            raise ValueError(f"cannot merge quantile states of quantile_exact_samples {exact} "
+                             f"and {other._sa.quantile_exact_samples}")
+        quantiles.check_mergeable(n_a, n_b, exact)
+        words_a, words_b = self._quantile_blocks[0], other._quantile_blocks[0]
+        own = "quantile_low" in self._state
+        for t in range(self.shape[0]):
+            quantiles.merge(n_a[t], words_a[t], n_b[t], words_b[t])
+            if own:
+                quantiles.merge_extremes(
+                    n_a[t], [self._state[f"quantile_{e}"][t] for e in ("low", "high")],
+                    n_b[t], [other._state[f"quantile_{e}"][t] for e in ("low", "high")])
 
     def results(self, steps: slice = slice(None)) -> dict[str, np.ndarray]:
         """Output arrays by name, of the time steps `steps` (all by default: a writer takes a

@@ -176,3 +176,32 @@ def results(n: np.ndarray, words: np.ndarray, levels: np.ndarray, exact: int) ->
             cells = np.flatnonzero(row == m)
             out[:, t, cells] = np.quantile(words[t, cells, :m], levels, axis=1)
     return out
+
+
+def check_mergeable(n_a: np.ndarray, n_b: np.ndarray, exact: int) -> None:
+    """Raise ValueError unless every cell has samples on one side only, or at most K in all."""
+    both = (n_a > 0) & (n_b > 0) & (n_a + n_b > exact)
+    if both.any():
+        t, c = np.argwhere(both)[0]
+        raise ValueError(
+            f"quantile estimates beyond quantile_exact_samples ({exact}) depend on the order of "
+            f"the samples and do not merge: time step {t}, cell {c} has {n_a[t, c]} + "
+            f"{n_b[t, c]} samples (split server ranks by cells, never by samples)"
+        )
+
+
+def merge(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> None:
+    """Merge blocks b (C, W) of counts n_b (C,) into a (one time step), as checked by
+    check_mergeable: b's block where a has no sample, else both sorted sample lists merged."""
+    a[n_a == 0] = b[n_a == 0]
+    for c in np.flatnonzero((n_a > 0) & (n_b > 0)):
+        m = n_a[c] + n_b[c]
+        a[c, :m] = np.sort(np.concatenate((a[c, : n_a[c]], b[c, : n_b[c]])))
+
+
+def merge_extremes(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> None:
+    """Merge one step's own running extremes b into a (low: np.minimum, high: np.maximum)."""
+    for side, pick in ((0, np.minimum), (1, np.maximum)):
+        both = (n_a > 0) & (n_b > 0)
+        a[side][both] = pick(a[side][both], b[side][both])
+        a[side][n_a == 0] = b[side][n_a == 0]
