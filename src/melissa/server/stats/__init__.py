@@ -204,12 +204,13 @@ class FieldStatistics:
             raise ValueError(f"state 'shape' must be [nb_time_steps >= 1, n_cells >= 0], got "
                              f"{shape.tolist()}")
         nb_time_steps, n_cells = (int(v) for v in shape)
-        if "quantile_exact" in state and int(state["quantile_exact"][0]) != (
-            sa.quantile_exact_samples
+        # Before the shapes: another K may give blocks of the same size, read differently.
+        if "quantile_exact" in state and not np.array_equal(
+            state["quantile_exact"], [sa.quantile_exact_samples]
         ):
             raise ValueError(
-                f"state quantile_exact_samples {int(state['quantile_exact'][0])} differs from "
-                f"the configured quantile_exact_samples {sa.quantile_exact_samples}"
+                f"state quantile_exact_samples {np.asarray(state['quantile_exact']).tolist()} "
+                f"differs from the configured quantile_exact_samples {sa.quantile_exact_samples}"
             )
         stats = cls.__new__(cls)
         stats._sa = sa

@@ -97,7 +97,7 @@ def update(
                 for j in range(nl):
                     block[j] = np.nan
                 continue
-            _step(block, halves[t, c], xi, n, lo, hi, levels, order)
+            _step(words, halves, t, c, xi, n, lo, hi, levels, order)
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
@@ -135,33 +135,34 @@ def _start_estimates(
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
 def _step(
-    block: np.ndarray, half: np.ndarray, xi: float, n: int, lo: float, hi: float,
-    levels: np.ndarray, order: np.ndarray,
+    words: np.ndarray, halves: np.ndarray, t: int, c: int, xi: float, n: int, lo: float,
+    hi: float, levels: np.ndarray, order: np.ndarray,
 ) -> None:
-    """One step of the recursion for every level, then into [lo, hi] and monotone in the level."""
+    """One step of the recursion for every level of cell (t, c), then into [lo, hi] and
+    monotone in the level."""
     nl = levels.shape[0]
     rate = 1.0 / n
     root = math.sqrt(n)
     spread = hi - lo
     bandwidth = spread / root
     for j in range(nl):
-        qj = block[j]
+        qj = words[t, c, j]
         near = 0.0
         if bandwidth > 0.0 and abs(xi - qj) <= bandwidth:
             near = 0.5 / bandwidth
-        f = np.float64(half[2 * nl + j])
+        f = np.float64(halves[t, c, 2 * nl + j])
         f = f + (near - f) * rate
-        half[2 * nl + j] = f
+        halves[t, c, 2 * nl + j] = f
         step = spread * root
         if f > 0.0 and 1.0 / f < step:
             step = 1.0 / f
         below = 1.0 if xi <= qj else 0.0
-        block[j] = qj + step * rate * (levels[j] - below)
+        words[t, c, j] = qj + step * rate * (levels[j] - below)
     floor = lo
     for r in range(nl):
         j = order[r]
-        block[j] = min(max(block[j], floor), hi)
-        floor = block[j]
+        floor = min(max(words[t, c, j], floor), hi)
+        words[t, c, j] = floor
 
 
 def results(n: np.ndarray, words: np.ndarray, levels: np.ndarray, exact: int) -> np.ndarray:
