@@ -43,7 +43,7 @@ def block_words(exact_samples: int, nb_levels: int) -> int:
 def _lerp_quantile(xs: np.ndarray, m: int, level: float) -> float:
     """np.quantile(xs[:m], level) (method 'linear') of sorted, NaN-free xs, as NumPy rounds it."""
     h = (m - 1) * level
-    lo = int(math.floor(h))
+    lo = math.floor(h)
     if h >= m - 1:
         return xs[m - 1]
     a, b = xs[lo], xs[lo + 1]
@@ -200,8 +200,10 @@ def merge(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> Non
         a[c, :m] = np.sort(np.concatenate((a[c, : n_a[c]], b[c, : n_b[c]])))
 
 
-def merge_extremes(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> None:
-    """Merge one step's own running extremes b into a (low: np.minimum, high: np.maximum)."""
+def merge_extremes(
+    n_a: np.ndarray, a: list[np.ndarray], n_b: np.ndarray, b: list[np.ndarray]
+) -> None:
+    """Merge one step's own running extremes b = [low, high] into a (np.minimum, np.maximum)."""
     for side, pick in ((0, np.minimum), (1, np.maximum)):
         both = (n_a > 0) & (n_b > 0)
         a[side][both] = pick(a[side][both], b[side][both])
