@@ -15,6 +15,8 @@ import numpy as np
 from melissa.config.models import Sampling, UniformParameter
 from melissa.sampling import Sampler
 from tests.chaos.conftest import (
+    CELLS,
+    STEPS,
     assert_same_statistics,
     assert_statistics_of,
     chaos_config,
@@ -90,7 +92,7 @@ def test_a_simulation_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_pat
     """Steps 0 and 1 of the crashing simulation arrive on each attempt; none stays in."""
     sims, doomed = 5, 1
     cfg = chaos_config(tmp_path, sims, {"crash": {str(doomed): 2}})
-    cfg["sa_config"].update({"min": True, "max": True})
+    cfg["sa_config"].update({"min": True, "max": True, "quantiles": [0.1, 0.5]})
     run = launcher(cfg)
     assert run.returncode == 0, run.output
     rows = run.parameters()
@@ -99,6 +101,11 @@ def test_a_simulation_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_pat
     assert len(completed) == sims
     got = statistics(run)
     assert_statistics_of(got, completed)
+    # Quantiles cannot be un-added: held apart, they are np.quantile's over the completed ones
+    # (exact up to sa_config.quantile_exact_samples, 8 by default).
+    fields = completed[:, None, None] * np.arange(1, CELLS + 1) + np.arange(STEPS)[:, None]
+    np.testing.assert_allclose(got["quantile"].values, np.quantile(fields, [0.1, 0.5], axis=0),
+                               rtol=1e-12)
     assert got.attrs["simulations_dropped"] == 1
     assert re.search(r"redrawn +│ 1 ", run.output), run.output
     assert ("The statistics hold completed simulations only: the data of 1 redrawn or failed "
