@@ -86,6 +86,12 @@ class StudyPaths:
         return self.statistics / "stop_when.csv"
 
     @property
+    def abandoned_data(self) -> Path:
+        """Simulations abandoned after the server committed their data early
+        (sa_config.hold_memory_mb): which fields and time steps hold it."""
+        return self.statistics / "abandoned_data.csv"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 

@@ -107,6 +107,7 @@ def test_a_simulation_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_pat
     np.testing.assert_allclose(got["quantile"].values, np.quantile(fields, [0.1, 0.5], axis=0),
                                rtol=1e-12)
     assert got.attrs["simulations_dropped"] == 1
+    assert "abandoned_samples" not in got and got.attrs["simulations_abandoned_included"] == 0
     assert re.search(r"redrawn +│ 1 ", run.output), run.output
     assert ("The statistics hold completed simulations only: the data of 1 redrawn or failed "
             "ones is left out of the results.") in run.output
@@ -155,3 +156,30 @@ def test_a_failing_sobol_member_redraws_its_whole_group(launcher: Any, tmp_path:
     assert [float(r["p"]) for r in rows] == sampler.draw(groups + 1)[:, 0].tolist()
     server_log = (run.output_dir / "logs" / "server.log").read_text()
     assert "abandoned simulations [4, 5]" in server_log, server_log
+
+
+def test_a_tiny_hold_budget_flags_the_abandoned_data_it_committed(launcher: Any,
+                                                                   tmp_path: Path) -> None:
+    """sa_config.hold_memory_mb 0 commits every chunk on arrival: the crashing simulation's
+    steps 0 and 1 stay in, and the results say so (with the default budget, the test above:
+    nothing stays)."""
+    sims, doomed = 5, 1
+    cfg = chaos_config(tmp_path, sims, {"crash": {str(doomed): 2}})
+    cfg["sa_config"]["hold_memory_mb"] = 0
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    rows = run.parameters()
+    assert rows[doomed]["status"] == "redrawn"
+    completed = np.array([float(r["p"]) for r in rows if r["status"] == "completed"])
+    got = statistics(run)
+    flagged = np.repeat(np.array([1, 1, 0, 0])[:, None], CELLS, axis=1)
+    np.testing.assert_array_equal(got["abandoned_samples"].values, flagged)
+    np.testing.assert_array_equal(got["count"].values, len(completed) + flagged)
+    with_doomed = np.append(completed, float(rows[doomed]["p"]))
+    fields = with_doomed[:, None, None] * np.arange(1, CELLS + 1) + np.arange(STEPS)[:, None]
+    np.testing.assert_allclose(got["mean"].values[:2], fields[:, :2].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(got["mean"].values[2:], fields[:-1, 2:].mean(axis=0), rtol=1e-12)
+    assert (got.attrs["simulations_seen"], got.attrs["simulations_abandoned_included"]) == (5, 1)
+    listed = (run.output_dir / "statistics" / "abandoned_data.csv").read_text().splitlines()
+    assert listed == ["simulation,field,server_rank,time_steps", f"{doomed},f,0,0-1"]
+    assert "The results hold data of 1 simulations that did not complete (ids 1)" in run.output

@@ -51,3 +51,39 @@ def test_state_dict_round_trip() -> None:
     state["values_f8"] = state["values_f8"][:-1]
     with pytest.raises(ValueError, match="fewer values than the keys announce"):
         HeldChunks.from_state_dict(state)
+
+
+def _held(budget: int | None, sizes: dict[int, int]) -> HeldChunks:
+    held = HeldChunks(budget)
+    for sim, cells in sizes.items():
+        held.add(sim, 0, 0, 0, np.zeros(cells))
+    return held
+
+
+def test_within_the_budget_nothing_is_folded() -> None:
+    assert _held(None, {0: 100}).to_fold(1, 10**9) == []
+    assert _held(800, {0: 50, 1: 40}).to_fold(2, 80) == []  # 720 + 80 fits exactly
+
+
+def test_over_the_budget_the_largest_holders_are_folded_first() -> None:
+    held = _held(800, {0: 30, 1: 50, 2: 20})  # 240, 400, 160 bytes
+    assert held.to_fold(2, 8) == [1]  # 808 > 800: folding 400 B suffices
+    held.budget = 300
+    assert held.to_fold(3, 8) == [1, 0]  # 808 - 400 - 240 = 168 fits
+    held.budget = 800
+    # The incoming chunk counts with its simulation: 160 + 320 makes simulation 2 the largest.
+    assert held.to_fold(2, 320) == [2]
+    assert _held(100, {4: 10, 2: 10}).to_fold(5, 8) == [2]  # ties: lowest id first
+
+
+def test_a_zero_budget_folds_everything_and_groups_fold_whole() -> None:
+    assert _held(0, {}).to_fold(7, 8) == [7]
+    assert _held(0, {1: 4, 3: 1}).to_fold(7, 8) == [1, 3, 7]
+    held = _held(500, {0: 20, 1: 20, 2: 5, 5: 40})  # Sobol' groups of 3: {0, 1, 2}, {3, 4, 5}
+    assert held.to_fold(4, 8, group_size=3) == [0]  # group 0 holds 360 B, group 1 328 B
+
+
+def test_dropping_after_a_fold_returns_the_bytes_per_simulation() -> None:
+    held = _held(100, {0: 10, 1: 3})
+    assert held.to_fold(1, 8) == [0]
+    assert held.drop(0) == 80 and held.nbytes == 24 and held.to_fold(1, 8) == []

@@ -218,6 +218,13 @@ class SAConfig(Section):
         "intervals (Martinez, pick-freeze): the study runs parameter_sweep_size groups of p + 2 "
         "simulations. The other statistics then use the groups' A and B members.",
     )
+    hold_memory_mb: float = Field(
+        default=2048, ge=0,
+        description="Per server rank, MB (10^6 bytes) of running simulations' data held apart "
+        "until they complete, so that an abandoned one leaves nothing in the results. Beyond it, "
+        "the simulations holding the most are committed early; if one is abandoned after all, "
+        "its data stays and the results flag it (abandoned_samples). 0: commit on arrival.",
+    )
     plot_time_steps: list[int] | None = Field(
         default=None,
         description="Time steps to plot (default: first, middle and last). Empty list: no plots.",

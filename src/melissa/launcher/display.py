@@ -157,6 +157,20 @@ def _number(text: str | None) -> str:
         return str(text)
 
 
+def _abandoned_included(path: Path) -> list[int]:
+    """Simulation ids listed in statistics/abandoned_data.csv, if the server wrote it."""
+    try:
+        with path.open(newline="") as f:
+            return sorted({int(row["simulation"]) for row in csv.DictReader(f)})
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(map(str, ids[:10]))
+    return f"ids {shown}" + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+
 def print_summary(
     console: Console,
     records: Sequence[SimulationRecord],
@@ -202,7 +216,13 @@ def print_summary(
     console.print(table)
     if stopped:
         console.print(f"[bold]The study {stopped}.[/bold]", soft_wrap=True, highlight=False)
-    if redrawn or failed:
+    abandoned = _abandoned_included(paths.abandoned_data)
+    if abandoned:
+        console.print(f"[bold red]The results hold data of {len(abandoned)} simulations that did "
+                      f"not complete ({_ids(abandoned)}): committed early to stay within "
+                      "sa_config.hold_memory_mb; the variable abandoned_samples and "
+                      f"{paths.abandoned_data} say which time steps.[/bold red]", soft_wrap=True)
+    elif redrawn or failed:
         console.print(f"[yellow]The statistics hold completed simulations only: the data of "
                       f"{len(redrawn) + len(failed)} redrawn or failed ones is left out of the "
                       "results.[/yellow]", soft_wrap=True)

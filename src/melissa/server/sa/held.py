@@ -7,6 +7,12 @@ statistics only once its simulation is complete on this rank (for Sobol' indices
 group is); an abandoned simulation's chunks are dropped. Exact for every statistic, at the cost
 of holding each running simulation's cells until its end: nb_time_steps x local cells x the
 itemsize it sends (docs/statistics.md, Memory).
+
+That is bounded by a budget per rank (sa_config.hold_memory_mb): when holding one more chunk would
+pass it, `to_fold` names the simulations (Sobol' groups, whole) whose held data the server commits
+to the statistics before they complete, those holding the most first: one fold frees the most,
+and they are the furthest along, so the closest to completing. Their data can no longer be taken
+out; the server flags it in the results if they are abandoned after all.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ _KEYS, _F8, _F4 = "keys", "values_f8", "values_f4"
 class HeldChunks:
     """Per simulation id: its chunks by (field id, time step), each a list of (start, values)."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = None) -> None:
         self._held: dict[int, dict[tuple[int, int], list[tuple[int, np.ndarray]]]] = {}
+        self._bytes: dict[int, int] = {}  # per simulation
+        self.budget = budget  # bytes; None: unbounded
         self.nbytes = 0
         self.peak_nbytes = 0
 
@@ -39,6 +47,7 @@ class HeldChunks:
         keep = frame and data.nbytes >= _KEEP_BYTES
         chunks = self._held.setdefault(simulation_id, {}).setdefault((field_id, time_step), [])
         chunks.append((start, data if keep else np.array(data, copy=True)))
+        self._bytes[simulation_id] = self._bytes.get(simulation_id, 0) + data.nbytes
         self.nbytes += data.nbytes
         self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
 
@@ -55,10 +64,31 @@ class HeldChunks:
 
     def drop(self, simulation_id: int) -> int:
         """Forget the simulation's chunks; returns how many bytes they held."""
-        steps = self._held.pop(simulation_id, {})
-        freed = sum(values.nbytes for pieces in steps.values() for _, values in pieces)
+        self._held.pop(simulation_id, None)
+        freed = self._bytes.pop(simulation_id, 0)
         self.nbytes -= freed
         return freed
+
+    def to_fold(self, simulation_id: int, incoming: int, group_size: int = 1) -> list[int]:
+        """The groups (id // group_size) whose held data must go to the statistics now so
+        that `incoming` more bytes of `simulation_id` fit in the budget, most bytes first
+        (ties: lowest group). `simulation_id`'s own group counts with the incoming bytes: if it
+        is named, the chunk is folded too rather than held. Empty while within the budget."""
+        total = self.nbytes + incoming
+        if self.budget is None or total <= self.budget:
+            return []
+        per_group: dict[int, int] = {}
+        for sim, nbytes in self._bytes.items():
+            per_group[sim // group_size] = per_group.get(sim // group_size, 0) + nbytes
+        mine = simulation_id // group_size
+        per_group[mine] = per_group.get(mine, 0) + incoming
+        chosen = []
+        for group, nbytes in sorted(per_group.items(), key=lambda item: (-item[1], item[0])):
+            if total <= self.budget:
+                break
+            chosen.append(group)
+            total -= nbytes
+        return chosen
 
     def __contains__(self, simulation_id: int) -> bool:
         return simulation_id in self._held

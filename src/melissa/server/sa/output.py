@@ -33,6 +33,8 @@ CONVENTIONS = {
     "sobol_total": "1 - Martinez correlation of Y_A and Y_Ck; _low/_high: 95% Fisher-z interval",
     "sobol_groups": "complete pick-freeze groups per time step and cell; the other statistics use "
     "the groups' A and B members",
+    "abandoned_samples": "simulations that did not complete whose data the other variables hold "
+    "(committed early under sa_config.hold_memory_mb); statistics/abandoned_data.csv lists them",
 }
 UNDEFINED = "NaN where undefined: no sample, n < 2 (variance), constant data (skewness, kurtosis)"
 SOBOL_UNDEFINED = ("Sobol' indices NaN where a variance of Y_A, Y_B or Y_Ck is zero (the output "
@@ -57,6 +59,7 @@ LONG_NAMES = {
     "sobol_total_low": "total Sobol' index, lower 95% bound",
     "sobol_total_high": "total Sobol' index, upper 95% bound",
     "sobol_groups": "number of complete pick-freeze groups",
+    "abandoned_samples": "number of abandoned simulations included",
 }
 
 _SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}

@@ -4,7 +4,9 @@ In a Sobol' study (sa_config.sobol_indices) each field also has a `GroupJoin` th
 pick-freeze groups and updates the Martinez state; the other statistics then take only the A and
 B members of each group, the independent draws. A simulation's data reaches the statistics only
 once it is complete on this rank (its whole group, for the indices): until then it is held apart
-(held.py), so that a simulation abandoned half-way leaves no trace in the results. Every few
+(held.py), so that a simulation abandoned half-way leaves no trace in the results, up to a
+budget per rank (sa_config.hold_memory_mb) beyond which simulations are committed early (early.py:
+if one is abandoned after all, the results flag its steps). Every few
 seconds the widest confidence interval of the indices goes to statistics/sobol_convergence.csv,
 so that a user sees them converge, and sa_config.stop_when's figure (figures.py) to
 statistics/stop_when.csv.
@@ -26,6 +28,7 @@ from melissa.protocol import cell_range, cell_ranges
 from melissa.protocol.events import StopWhenReached
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
+from melissa.server.sa.early import EarlyCommits
 from melissa.server.sa.figures import FIGURES, FieldState
 from melissa.server.sa.groups import GroupJoin
 from melissa.server.sa.held import HeldChunks
@@ -48,7 +51,9 @@ class SensitivityServer(Server):
         self.statistics: dict[int, FieldStatistics] = {}
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
-        self.held = HeldChunks()  # running simulations' chunks, until they complete
+        self.held = HeldChunks(self._hold_budget)  # running simulations' chunks, until complete
+        self.early = EarlyCommits()  # simulations committed before completing (hold budget)
+        self._abandoned_included: list[int] = []  # over every rank, known once finishing
         self.dropped: set[int] = set()  # simulations whose partial data was left out
         self._convergence: dict[str, list[float]] = {}  # this rank's, refreshed periodically
         self._figure_parts: dict[str, list[float]] = {}  # stop_when: this rank's partial sums
@@ -76,10 +81,46 @@ class SensitivityServer(Server):
                  "simulation held until it completes", info.name, size / 1e6,
                  steps * info.local_size * 8 / 1e6)
 
+    @property
+    def _hold_budget(self) -> int:
+        return int(self.config.sa.hold_memory_mb * 1e6)
+
     def on_data(
         self, info: FieldInfo, simulation_id: int, time_step: int, local_start: int, data: np.ndarray
     ) -> None:
-        self.held.add(simulation_id, info.field_id, time_step, local_start, data, frame=True)
+        if simulation_id not in self.early:
+            for group in self.held.to_fold(simulation_id, data.nbytes, self.group_size):
+                self._commit_early(group)
+        if simulation_id in self.early:
+            self._commit(simulation_id, info.field_id, time_step, local_start, data)
+        else:
+            self.held.add(simulation_id, info.field_id, time_step, local_start, data, frame=True)
+
+    def _commit_early(self, group: int) -> None:
+        """sa_config.hold_memory_mb reached: the group's (simulation's) held data goes to the
+        statistics now, and its next chunks on arrival."""
+        members = range(group * self.group_size, (group + 1) * self.group_size)
+        freed = 0
+        for member in members:
+            self.early.start(member)
+            for field_id, time_step, start, values in self.held.chunks(member):
+                self._commit(member, field_id, time_step, start, values)
+            freed += self.held.drop(member)
+        log.info("hold_memory_mb (%.0f MB) reached: committed simulations %s before they "
+                 "complete (%.1f MB); should they be abandoned, their data stays in the results",
+                 self.config.sa.hold_memory_mb, list(members), freed / 1e6)
+
+    def _commit(self, simulation_id: int, field_id: int, time_step: int, start: int,
+                values: np.ndarray) -> None:
+        """A chunk of an early-committed simulation: to the statistics (unless its simulation
+        is complete, so counted already) and the Sobol' join."""
+        sim = self.registry.simulations.get(simulation_id)
+        counted = sim is not None and sim.complete
+        if not counted and (self.group_size == 1 or simulation_id % self.group_size < 2):
+            self.statistics[field_id].update(time_step, start, values, simulation_id)
+        if self.group_size > 1:
+            self.sobol[field_id].add(simulation_id, time_step, start, values)
+        self.early.record(simulation_id, field_id, time_step)
 
     def on_complete(self, simulation_id: int) -> None:
         """Its held chunks go to the statistics (A and B members only, in a Sobol' study); the
@@ -89,6 +130,7 @@ class SensitivityServer(Server):
                 self.statistics[field_id].update(time_step, start, values, simulation_id)
         if self.group_size == 1:
             self.held.drop(simulation_id)
+            self.early.settle(simulation_id)
             return
         group = simulation_id // self.group_size
         members = range(group * self.group_size, (group + 1) * self.group_size)
@@ -103,6 +145,7 @@ class SensitivityServer(Server):
                         join.add(member, time_step, start, values)
         for member in members:
             self.held.drop(member)
+            self.early.settle(member)
 
     @property
     def simulations_counted(self) -> list[int]:
@@ -216,6 +259,8 @@ class SensitivityServer(Server):
             log.warning("simulations %s did not complete: their partial data is left out of the "
                         "results", unfinished)
         self._drop(self.held.simulations)
+        self._abandon_early(sorted(self.early.running))  # committed early, never completed
+        self._flag_abandoned()
         log.info("held at most %.1f MB of running simulations' data", self.held.peak_nbytes / 1e6)
         for join in self.sobol.values():
             if join.pending:
@@ -253,6 +298,7 @@ class SensitivityServer(Server):
         specs = FieldStatistics(1, 1, self.config.sa).results()
         if self.sobol:
             specs.update(SobolState(self.group_size - 2, 1, 1).results())
+        specs.update(self._abandoned_counts(-1, 1))
         floats = np.dtype(self.config.sa.output_dtype)
         return {k: floats if v.dtype.kind == "f" else v.dtype for k, v in specs.items()}
 
@@ -268,6 +314,7 @@ class SensitivityServer(Server):
             "simulations_complete": self.simulations_complete,
             "simulations_seen": len(self.simulations_counted),
             "simulations_dropped": len(self.dropped),
+            "simulations_abandoned_included": len(self._abandoned_included),
             "server_ranks": self.ranks,
         }
 
@@ -292,6 +339,8 @@ class SensitivityServer(Server):
                                     self.config.sa)
         join = self.sobol.get(field_id)
         sobol = join.state.results() if join is not None else {}
+
+        sobol.update(self._abandoned_counts(field_id, stop - start))
 
         def results(steps: slice) -> dict[str, np.ndarray]:
             out = stats.results(steps)
@@ -332,6 +381,7 @@ class SensitivityServer(Server):
         out = self.statistics[field_id].results()
         if field_id in self.sobol:
             out.update(self.sobol[field_id].state.results())
+        out.update(self._abandoned_counts(field_id, self.registry.fields[field_id].local_size))
         return out
 
     def _assemble(
@@ -347,6 +397,7 @@ class SensitivityServer(Server):
                 part = FieldStatistics(steps, stop - start, self.config.sa).results()
                 if self.sobol:
                     part.update(SobolState(self.group_size - 2, steps, stop - start).results())
+                part.update(self._abandoned_counts(-1, stop - start))
             filled.append(part)
         return {name: np.concatenate([p[name] for p in filled], axis=-1) for name in filled[0]}
 
@@ -357,11 +408,67 @@ class SensitivityServer(Server):
         other statistics)."""
         size = self.group_size
         groups = {s // size for s in simulation_ids}
-        self._drop(sorted({g * size + m for g in groups for m in range(size)}))
+        members = sorted({g * size + m for g in groups for m in range(size)})
+        self._abandon_early(members)  # before the join forgets the groups' half-joined steps
+        self._drop(members)
         freed = sum(join.abandon(groups) for join in self.sobol.values())
         if freed:
             log.info("freed %d half-joined (group, time step) buffers of abandoned groups %s",
                      freed, sorted(groups))
+
+    def _abandon_early(self, simulation_ids: list[int]) -> None:
+        """Of these simulations, those committed early will never complete: their data stays in
+        the results (in the statistics for an A or B member not complete; in the Sobol' indices
+        at the steps its group completed in the join), to be flagged."""
+        kept = []
+        for member in simulation_ids:
+            if member not in self.early:
+                continue
+            sim = self.registry.simulations.get(member)
+            in_stats = ((self.group_size == 1 or member % self.group_size < 2)
+                        and not (sim is not None and sim.complete))
+            group = member // self.group_size
+            left_out = set() if in_stats else {
+                (field_id, t) for field_id, join in self.sobol.items()
+                for g, t in join.pending if g == group}
+            if self.early.abandon(member, left_out):
+                kept.append(member)
+        if kept:
+            log.warning("simulations %s were committed early (sa_config.hold_memory_mb) and did "
+                        "not complete: their data stays in the results, flagged by "
+                        "abandoned_samples", kept)
+
+    def _flag_abandoned(self) -> None:
+        """Collective: every rank learns which abandoned simulations' data the results hold;
+        rank 0 lists them with their time steps in statistics/abandoned_data.csv."""
+        fields = self.registry.fields
+        mine = {sim: {fields[f].name: self.early.steps_of(sim, f) for f in self.statistics}
+                for sim in self.early.abandoned}
+        parts = self.comm.allgather(mine) if self.comm is not None else [mine]
+        self._abandoned_included = sorted({sim for part in parts for sim in part})
+        if self.rank != 0 or not self._abandoned_included:
+            return
+        path = self.paths.abandoned_data
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(("simulation", "field", "server_rank", "time_steps"))
+            for rank, part in enumerate(parts):
+                for sim, steps in sorted(part.items()):
+                    for name, listed in steps.items():
+                        if listed:
+                            writer.writerow((sim, name, rank, _ranges(listed)))
+        log.warning("the results hold data of %d simulations that did not complete (committed "
+                    "early under sa_config.hold_memory_mb): %s; steps in %s",
+                    len(self._abandoned_included), self._abandoned_included, path)
+
+    def _abandoned_counts(self, field_id: int, cells: int) -> dict[str, np.ndarray]:
+        """{"abandoned_samples": (time, cells)} once any rank holds abandoned data, else {}."""
+        if not self._abandoned_included:
+            return {}
+        steps = self.config.study_options.nb_time_steps
+        counts = self.early.counts(field_id, steps)
+        return {"abandoned_samples": np.repeat(counts[:, None], cells, axis=1)}
 
     def _drop(self, simulation_ids: list[int]) -> None:
         """Forget the held chunks of these simulations: their data stays out of the results."""
@@ -379,6 +486,7 @@ class SensitivityServer(Server):
         (SobolState.state_dict()) and "join" the half-joined groups (GroupJoin.state_dict())."""
         state = {f"held/{name}": a for name, a in self.held.state_dict().items()}
         state["held/dropped"] = np.array(sorted(self.dropped), np.int64)
+        state.update({f"held/{name}": a for name, a in self.early.state_dict().items()})
         for field_id, stats in self.statistics.items():
             parts = {"stats": stats.state_dict()}
             join = self.sobol.get(field_id)
@@ -393,7 +501,10 @@ class SensitivityServer(Server):
         held = {k.removeprefix("held/"): a for k, a in state.items() if k.startswith("held/")}
         if held:
             self.dropped = {int(s) for s in held.pop("dropped")}
+            self.early = EarlyCommits.from_state_dict(
+                {k: held.pop(k) for k in list(held) if k.startswith("early_")})
             self.held = HeldChunks.from_state_dict(held)
+            self.held.budget = self._hold_budget
         for key, array in state.items():
             if key.startswith("held/"):
                 continue
@@ -417,6 +528,17 @@ class SensitivityServer(Server):
                                                         cells))
             join.load_state_dict(p["join"])
             self.sobol[field_id] = join
+
+
+def _ranges(steps: list[int]) -> str:
+    """Sorted time steps as "0-4 7 9-10"."""
+    runs: list[list[int]] = []
+    for step in steps:
+        if runs and step == runs[-1][1] + 1:
+            runs[-1][1] = step
+        else:
+            runs.append([step, step])
+    return " ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _nanmax(a: float, b: float) -> float:
