@@ -183,3 +183,26 @@ def test_a_tiny_hold_budget_flags_the_abandoned_data_it_committed(launcher: Any,
     listed = (run.output_dir / "statistics" / "abandoned_data.csv").read_text().splitlines()
     assert listed == ["simulation,field,server_rank,time_steps", f"{doomed},f,0,0-1"]
     assert "The results hold data of 1 simulations that did not complete (ids 1)" in run.output
+
+
+def test_a_tiny_hold_budget_flags_a_redrawn_sobol_group(launcher: Any, tmp_path: Path) -> None:
+    """hold_memory_mb 0 in a Sobol' study: group 1's B member crashes at step 2 on every attempt;
+    its steps 0 and 1 stay in the statistics, the group's in the indices, all flagged."""
+    groups, doomed = 3, 4
+    cfg = chaos_config(tmp_path, groups, {"crash": {str(doomed): 2}})
+    cfg["sa_config"].update({"sobol_indices": True, "hold_memory_mb": 0})
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    rows = run.parameters()
+    assert rows[doomed]["status"] == "redrawn"
+    got = statistics(run)
+    np.testing.assert_array_equal(got["sobol_groups"].values[:, 0], [groups + 1] * 2 + [groups] * 2)
+    flagged = got["abandoned_samples"].values
+    assert (flagged[:2] >= 1).all() and (flagged[2:] == 0).all()  # B, and C_p if it was running
+    counted = [float(r["p"]) for r in rows if r["status"] == "completed"
+               and r["sobol_member"] in ("A", "B")]
+    extra = got["count"].values[:, 0] - len(counted)  # A or B members that did not complete
+    assert (extra[:2] >= 1).all() and (extra[2:] == 0).all() and (extra <= flagged[:, 0]).all()
+    assert got.attrs["simulations_seen"] == len(counted)
+    assert 1 <= got.attrs["simulations_abandoned_included"] <= 2
+    assert "The results hold data of" in run.output

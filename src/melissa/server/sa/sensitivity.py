@@ -417,18 +417,20 @@ class SensitivityServer(Server):
                      freed, sorted(groups))
 
     def _abandon_early(self, simulation_ids: list[int]) -> None:
-        """Of these simulations, those committed early will never complete: their data stays in
-        the results (in the statistics for an A or B member not complete; in the Sobol' indices
-        at the steps its group completed in the join), to be flagged."""
+        """Of these simulations, those committed early and not complete never will: their data
+        stays in the results (in the statistics for an A or B member; in the Sobol' indices at
+        the steps its group completed in the join), to be flagged. A complete member of such a
+        group is counted where it belongs; its group's steps in the indices are flagged by the
+        members that did not complete."""
         kept = []
         for member in simulation_ids:
+            sim = self.registry.simulations.get(member)
+            if sim is not None and sim.complete:
+                self.early.settle(member)
             if member not in self.early:
                 continue
-            sim = self.registry.simulations.get(member)
-            in_stats = ((self.group_size == 1 or member % self.group_size < 2)
-                        and not (sim is not None and sim.complete))
             group = member // self.group_size
-            left_out = set() if in_stats else {
+            left_out = set() if self.group_size == 1 or member % self.group_size < 2 else {
                 (field_id, t) for field_id, join in self.sobol.items()
                 for g, t in join.pending if g == group}
             if self.early.abandon(member, left_out):
