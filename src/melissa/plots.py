@@ -16,7 +16,8 @@ Output, in plots_dir, file names `<field>_<what>.png`:
 - `sobol_first`, `sobol_total` (Sobol' studies): index maps (or profiles), a row per parameter;
 - `sobol_time_series`: first-order (with its 95% interval) and total indices of every parameter
   over time at the chosen cells: which parameter drives the field where and when.
-`plot_convergence` draws statistics/sobol_convergence.csv (the widest interval over time).
+`plot_convergence` draws statistics/sobol_convergence.csv (aggregated indices and the widest
+interval among them, against complete groups).
 
 Plots read only what they draw: the chosen time steps, and of those at most _MAX_POINTS cells
 along each spatial axis (every k-th cell: about the figure's width in pixels); the time series
@@ -133,33 +134,50 @@ def plot_statistics(
 
 
 def plot_convergence(csv_path: Path, plots_dir: Path) -> Path | None:
-    """plots/sobol_convergence.png from statistics/sobol_convergence.csv: the widest 95%
-    interval of the first-order and total indices against complete groups, per field. None
-    when the file is missing or has no finite row yet."""
+    """plots/sobol_convergence.png from statistics/sobol_convergence.csv, per field against
+    complete groups: the convergence figure (widest 95% interval of the aggregated indices), and
+    the aggregated first-order and total indices of every parameter with their 95% intervals.
+    None when the file is missing or has no finite figure yet."""
     import csv
 
     try:
         with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
+            rows = [r for r in csv.DictReader(f) if "widest_interval" in r]
+    except (OSError, csv.Error):
         return None
-    curves: dict[str, list[tuple[float, float, float]]] = {}
+    fields: dict[str, list[dict[str, str]]] = {}
     for row in rows:
-        curves.setdefault(row["field"], []).append(
-            (float(row["groups"]), float(row["widest_first"]), float(row["widest_total"])))
-    if not any(np.isfinite(v[1]) for points in curves.values() for v in points):
+        fields.setdefault(row["field"], []).append(row)
+    if not any(np.isfinite(float(r["widest_interval"])) for r in rows):
         return None
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for i, (name, points) in enumerate(curves.items()):
-        groups, first, total = (np.array(c) for c in zip(*points))
-        ax.plot(groups, first, "-o", color=f"C{i}", markersize=3, label=f"{name}: first order")
-        ax.plot(groups, total, "--s", color=f"C{i}", markersize=3, label=f"{name}: total")
-    ax.set_xlabel("complete groups (fewest over time steps)")
-    ax.set_ylabel("widest 95% interval over the field")
-    ax.set_title("Convergence of the Sobol' indices")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig = Figure(figsize=(7, 3.2 * (1 + len(fields))), layout="constrained")
+    axes = fig.subplots(1 + len(fields), 1, squeeze=False)[:, 0]
+    for i, (name, points) in enumerate(fields.items()):
+        groups = np.array([float(r["groups"]) for r in points])
+        axes[0].plot(groups, [float(r["widest_interval"]) for r in points], "-o",
+                     color=f"C{i}", markersize=3, label=name)
+        parameters = [c.removeprefix("first_") for c in points[0]
+                      if c.startswith("first_") and not c.endswith(("_low", "_high"))]
+        ax = axes[1 + i]
+        for j, parameter in enumerate(parameters):
+            for kind, style in (("first", "-"), ("total", "--")):
+                column = f"{kind}_{parameter}"
+                values, low, high = (np.array([float(r[c]) for r in points]) for c in
+                                     (column, f"{column}_low", f"{column}_high"))
+                ax.plot(groups, values, style, color=f"C{j}",
+                        label=f"{parameter}: {'first order' if kind == 'first' else 'total'}")
+                ax.fill_between(groups, low, high, color=f"C{j}", alpha=0.12)
+        ax.set_title(f"{name}: aggregated indices (variance-weighted over cells and time "
+                     "steps), 95% intervals shaded", fontsize=9)
+        ax.set_xlabel("complete groups")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_xlabel("complete groups")
+    axes[0].set_ylabel("widest 95% interval")
+    axes[0].set_title("Convergence of the Sobol' indices: widest 95% interval of the "
+                      "aggregated indices", fontsize=9)
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     plots_dir.mkdir(parents=True, exist_ok=True)
     return _save(fig, Path(plots_dir) / "sobol_convergence.png")
 

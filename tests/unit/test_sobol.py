@@ -3,6 +3,8 @@ intervals and undefined cells, against batch NumPy, OpenTURNS and analytic value
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import openturns as ot
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from melissa.server.sa.groups import GroupJoin
 from melissa.server.stats.sobol import SobolState, fisher_interval
+from melissa.server.stats.sobol_aggregate import combine, widest_interval
 
 ISHIGAMI_FIRST = np.array([0.3139, 0.4424, 0.0])
 ISHIGAMI_TOTAL = np.array([0.5576, 0.4424, 0.2437])
@@ -212,21 +215,109 @@ def test_fisher_interval() -> None:
     assert np.isnan(fisher_interval(0.5, 3)).all() and np.isnan(fisher_interval(np.nan, 9)).all()
 
 
-def test_widest_interval_matches_the_results_and_follows_new_groups() -> None:
+def aggregated_of(y: np.ndarray, steps: int = 1, ranks: int = 1) -> dict[str, np.ndarray]:
+    """Feed groups y (n, p + 2, steps * cells) through joins on `ranks` ranks (cells split in
+    contiguous ranges, every step a slice of the cells) and combine the ranks' summaries."""
+    n, size, width = y.shape
+    cells = width // steps
+    bounds = np.linspace(0, cells, ranks + 1).astype(int)
+    summaries = []
+    for lo, hi in itertools.pairwise(bounds):
+        join = GroupJoin(SobolState(size - 2, steps, hi - lo))
+        for g in range(n):
+            for t in range(steps):
+                for member in range(size):
+                    join.add(g * size + member, t, 0, y[g, member, t * cells + lo:t * cells + hi])
+        summaries.append(join.aggregate.summary())
+    return combine(summaries)
+
+
+def batch_aggregated(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Σ co-moment / √(Σ M2 · Σ M2) over all cells, in batch."""
+    d = y - y.mean(0)
+    p = y.shape[1] - 2
+    first = [(d[:, 1] * d[:, 2 + k]).sum() / np.sqrt((d[:, 1] ** 2).sum()
+                                                     * (d[:, 2 + k] ** 2).sum()) for k in range(p)]
+    total = [1 - (d[:, 0] * d[:, 2 + k]).sum() / np.sqrt((d[:, 0] ** 2).sum()
+                                                         * (d[:, 2 + k] ** 2).sum())
+             for k in range(p)]
+    return np.array(first), np.array(total)
+
+
+def test_aggregated_indices_equal_batch_on_one_and_three_ranks() -> None:
     rng = np.random.default_rng(6)
-    y = rng.normal(size=(40, 4, 6)) + np.linspace(0, 1, 4)[None, :, None]
-    state = SobolState(2, 3, 6)
-    assert np.isnan(state.widest_interval()).all()
-    for t in (0, 2):
-        feed(state, y[: 20 + 10 * t], t=t)
+    y = groups_of(ishigami, 50, 3, 12, rng) * np.linspace(0.1, 3.0, 12)  # weights per cell
+    first, total = batch_aggregated(y)
+    for ranks in (1, 3):
+        out = aggregated_of(y, steps=3, ranks=ranks)
+        np.testing.assert_allclose(out["sobol_first_aggregated"], first, rtol=1e-10)
+        np.testing.assert_allclose(out["sobol_total_aggregated"], total, rtol=1e-10)
+        assert int(out["groups"]) == 50
+    one, three = aggregated_of(y, 3, 1), aggregated_of(y, 3, 3)
+    width = (one["sobol_first_aggregated_high"] - one["sobol_first_aggregated_low"])
+    wider = (three["sobol_first_aggregated_high"] - three["sobol_first_aggregated_low"])
+    assert (wider >= width * (1 - 1e-9)).all()  # the ranks' bound is conservative
 
-    def expected() -> list[float]:
-        out = state.results()
-        return [float(np.nanmax(out[f"{k}_high"] - out[f"{k}_low"]))
-                for k in ("sobol_first", "sobol_total")]
 
-    np.testing.assert_allclose(state.widest_interval(), expected(), rtol=1e-12)
-    feed(state, y[:5], t=1)  # too few groups at step 1 for an interval: no change
-    np.testing.assert_allclose(state.widest_interval(), expected(), rtol=1e-12)
-    feed(state, y[20:], t=0)  # step 0 narrows
-    np.testing.assert_allclose(state.widest_interval(), expected(), rtol=1e-12)
+def linear_field(x: np.ndarray) -> np.ndarray:
+    """Y(c) = x1 + c/10 · x2 over 20 cells: x1 drives the left, x2 the right."""
+    weights = np.arange(20) / 10
+    return x[..., :1] + weights * x[..., 1:2]
+
+
+def test_aggregated_interval_coverage_and_narrowing() -> None:
+    """300 studies of 200 groups of a linear field with known aggregated indices: the 95%
+    delta-method intervals cover them 90-99% of the time, and four times the groups halve them."""
+    weights = np.arange(20) / 10
+    exact = np.array([20.0, (weights ** 2).sum()]) / (20 + (weights ** 2).sum())
+    rng = np.random.default_rng(7)
+    inside, widths = [], []
+    for n in [200] * 300 + [800] * 20:
+        a, b = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+        y = linear_field(pick_freeze(a, b))  # (n, 4, 20)
+        out = aggregated_of(y)
+        for kind in ("first", "total"):
+            name = f"sobol_{kind}_aggregated"
+            inside.extend(((out[f"{name}_low"] <= exact) & (exact <= out[f"{name}_high"]))
+                          .tolist()) if n == 200 else None
+        widths.append((n, float(np.max(out["sobol_first_aggregated_high"]
+                                       - out["sobol_first_aggregated_low"]))))
+    coverage = np.mean(inside)
+    assert 0.9 <= coverage <= 0.99, coverage
+    small = np.mean([w for n, w in widths if n == 200])
+    large = np.mean([w for n, w in widths if n == 800])
+    assert 0.4 < large / small < 0.6
+
+
+def test_convergence_figure_differs_between_models_and_decreases() -> None:
+    """Ishigami and a nearly additive model, same groups: different figures, both decreasing
+    with the groups."""
+    rng = np.random.default_rng(8)
+    a, b = rng.uniform(-np.pi, np.pi, (800, 3)), rng.uniform(-np.pi, np.pi, (800, 3))
+    x = pick_freeze(a, b)
+    curves = {}
+    for name, model in (("ishigami", ishigami),
+                        ("additive", lambda x: x[..., 0] + 0.3 * x[..., 1] + 0.1 * x[..., 2])):
+        y = model(x)[..., None]  # (n, p + 2, 1 cell)
+        curves[name] = [widest_interval(aggregated_of(y[:n])) for n in (50, 200, 800)]
+        assert curves[name][0] > curves[name][1] > curves[name][2]
+    assert abs(curves["ishigami"][2] - curves["additive"][2]) > 0.02
+
+
+def test_aggregate_counts_a_group_once_all_its_steps_are_joined_and_survives_a_checkpoint() -> None:
+    rng = np.random.default_rng(9)
+    join = GroupJoin(SobolState(1, 2, 3))
+    for member in range(3):
+        join.add(member, 0, 0, rng.normal(size=3))  # group 0, step 0 of 2
+    assert join.aggregate.n == 0 and list(join.aggregate.partial) == [0]
+    copy = GroupJoin(SobolState(1, 2, 3))
+    copy.load_state_dict(join.state_dict())
+    assert list(copy.aggregate.partial) == [0] and copy.aggregate.steps == {0: 1}
+    for member in range(3):
+        copy.add(member, 1, 0, rng.normal(size=3))
+    assert copy.aggregate.n == 1 and not copy.aggregate.partial
+    join.abandon({0})
+    assert not join.aggregate.partial and join.aggregate.n == 0
+    with pytest.raises(ValueError, match="no aggregated indices"):
+        copy.load_state_dict({k: v for k, v in join.state_dict().items()
+                              if not k.startswith("aggregate_")})

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from melissa.server.stats.sobol import SobolState
+from melissa.server.stats.sobol_aggregate import AggregatedSobol
 
 # Freed join buffers kept for reuse, up to this many bytes: a fresh buffer page-faults on its
 # first writes, which cost as much as the update itself (bench/sobol.py: ingest 0.45 -> 0.76 GB/s).
@@ -39,6 +40,7 @@ class GroupJoin:
 
     def __init__(self, state: SobolState) -> None:
         self.state = state
+        self.aggregate = AggregatedSobol(state.nb_parameters, state.shape[0])
         self.group_size = state.nb_parameters + 2
         self.pending: dict[tuple[int, int], _PendingStep] = {}
         self.peak_nbytes = 0
@@ -61,7 +63,7 @@ class GroupJoin:
         step.received[member] += data.shape[0]
         if np.all(step.received == n_cells):
             del self.pending[key]
-            self.state.update(time_step, step.values)
+            self.aggregate.add(group, self.state.update(time_step, step.values))
             if (len(self._spare) + 1) * step.values.nbytes <= _SPARE_BYTES:
                 self._spare.append(step.values)
 
@@ -71,6 +73,7 @@ class GroupJoin:
         doomed = [key for key in self.pending if key[0] in groups]
         for key in doomed:
             del self.pending[key]
+        self.aggregate.abandon(groups)
         self._spare.clear()
         return len(doomed)
 
@@ -80,10 +83,12 @@ class GroupJoin:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The half-joined steps: "join_keys" (k, 2) int64 (group, time step), "join_values"
-        (k, p + 2, cells) float64, "join_received" (k, p + 2) int64."""
+        (k, p + 2, cells) float64, "join_received" (k, p + 2) int64; and the aggregated
+        indices' state, "aggregate_<name>" (AggregatedSobol.state_dict())."""
         keys = sorted(self.pending)
         n_cells = self.state.shape[1]
         return {
+            **{f"aggregate_{k}": v for k, v in self.aggregate.state_dict().items()},
             "join_keys": np.array(keys, np.int64).reshape(len(keys), 2),
             "join_values": np.array([self.pending[k].values for k in keys], np.float64).reshape(
                 len(keys), self.group_size, n_cells),
@@ -93,6 +98,12 @@ class GroupJoin:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Replace the half-joined steps by those of `state_dict()` output."""
+        aggregate = {k.removeprefix("aggregate_"): v for k, v in state.items()
+                     if k.startswith("aggregate_")}
+        if not aggregate:
+            raise ValueError("the Sobol' join state has no aggregated indices (a checkpoint of "
+                             "an older Melissa): restart the study without --resume")
+        self.aggregate.load_state_dict(aggregate)
         keys, values, received = (state[n] for n in ("join_keys", "join_values",
                                                       "join_received"))
         count = len(keys)

@@ -2,13 +2,13 @@
 
 In a Sobol' study (sa_config.sobol_indices) each field also has a `GroupJoin` that assembles the
 pick-freeze groups and updates the Martinez state; the other statistics then take only the A and
-B members of each group, the independent draws. Every few seconds the widest confidence interval
-of the indices goes to statistics/sobol_convergence.csv, so that a user sees them converge.
+B members of each group, the independent draws. Every few seconds the aggregated indices of each
+field and their widest 95% interval (sa/convergence.py) go to statistics/sobol_convergence.csv and
+to the launcher, so that a user sees them converge.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -21,18 +21,18 @@ from melissa import __version__
 from melissa.protocol import cell_range, cell_ranges
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
+from melissa.server.sa.convergence import field_convergence, log_rows
 from melissa.server.sa.groups import GroupJoin
 from melissa.server.sa.output import leading_dim, write_field_results
 from melissa.server.sa.zarr_output import ZarrResults
 from melissa.server.stats import FieldStatistics, compile_kernels
 from melissa.server.stats.sobol import SobolState
+from melissa.server.stats.sobol_aggregate import combine
 
 log = logging.getLogger("melissa.server")
 
 _CONVERGENCE_PERIOD_S = 5.0
 _NETCDF_MAX_BYTES = 256 << 20  # auto output: one NetCDF file per field up to this size
-_CONVERGENCE_COLUMNS = ("elapsed_s", "field", "groups", "widest_first", "widest_total",
-                        "join_mb")
 
 
 class SensitivityServer(Server):
@@ -41,7 +41,7 @@ class SensitivityServer(Server):
         self.statistics: dict[int, FieldStatistics] = {}
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
-        self._convergence: dict[str, list[float]] = {}  # this rank's, refreshed periodically
+        self._convergence: dict[str, dict[str, Any]] = {}  # this rank's, refreshed periodically
         self._next_convergence = 0.0
         self._convergence_version = 0  # refreshes so far
         self._logged_version = 0  # the refresh rank 0 last wrote rows for
@@ -78,49 +78,38 @@ class SensitivityServer(Server):
         if now >= self._next_convergence:
             self._refresh_convergence()
             self._next_convergence = now + _CONVERGENCE_PERIOD_S
-        return {"sobol_convergence": self._convergence}
+        return {"sobol_aggregate": self._convergence}
 
     def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
-        if self.sobol and self._convergence:
-            self._log_convergence(time.monotonic(), statuses)
+        if not (self.sobol and self._convergence):
+            return
+        fields = self._combined(statuses)
+        event["sobol_convergence"] = fields
+        if self._logged_version != self._convergence_version:  # new figures since the last rows
+            self._logged_version = self._convergence_version
+            log_rows(self.paths.sobol_convergence, time.monotonic() - self._started, fields,
+                     [p.name for p in self.config.parameters])
+            for name, f in fields.items():
+                log.info("Sobol' indices of %r: %d complete groups, widest 95%% interval of the "
+                         "aggregated indices %s", name, f["groups"], f["widest_interval"])
 
     def _refresh_convergence(self) -> None:
-        """Per field name: [complete groups (fewest over time steps), widest first-order
-        interval, widest total interval, MB held by the join]."""
-        out = {}
-        for field_id, join in self.sobol.items():
-            first, total = join.state.widest_interval()
-            name = self.registry.fields[field_id].name
-            out[name] = [float(join.state.groups.min()), first, total, join.nbytes / 1e6]
-        self._convergence = out
+        """Per field name: this rank's aggregated-index summary and the MB its join holds."""
+        self._convergence = {
+            self.registry.fields[field_id].name: {**join.aggregate.summary(),
+                                                  "join_mb": join.nbytes / 1e6}
+            for field_id, join in self.sobol.items()}
         self._convergence_version += 1
 
-    def _log_convergence(self, now: float, statuses: list[dict[str, Any]]) -> None:
-        """Rank 0: every rank's widest interval, combined (max), as one CSV row per field."""
-        if self._logged_version == self._convergence_version:
-            return  # nothing new since the last rows
-        self._logged_version = self._convergence_version
-        combined: dict[str, list[float]] = {}
-        parts = [s.get("sobol_convergence", {}) for s in statuses]
-        for part in parts:
-            for name, (groups, first, total, mb) in part.items():
-                seen = combined.setdefault(name, [groups, first, total, 0.0])
-                seen[0] = min(seen[0], groups)
-                seen[1] = _nanmax(seen[1], first)
-                seen[2] = _nanmax(seen[2], total)
-                seen[3] += mb
-        path = self.paths.sobol_convergence
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new_file = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new_file:
-                writer.writerow(_CONVERGENCE_COLUMNS)
-            for name, (groups, first, total, mb) in combined.items():
-                writer.writerow([f"{now - self._started:.1f}", name, int(groups),
-                                 f"{first:.6g}", f"{total:.6g}", f"{mb:.3f}"])
-                log.info("Sobol' indices of %r: %d groups, widest 95%% interval %.3g (first "
-                         "order), %.3g (total)", name, groups, first, total)
+    @staticmethod
+    def _combined(statuses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Rank 0: every rank's summaries of each field, combined (sobol/convergence.py)."""
+        per_field: dict[str, list[dict[str, Any]]] = {}
+        for status in statuses:
+            for name, summary in status.get("sobol_aggregate", {}).items():
+                per_field.setdefault(name, []).append(summary)
+        return {name: field_convergence(parts, sum(p["join_mb"] for p in parts))
+                for name, parts in per_field.items()}
 
     # -- results -------------------------------------------------------------------------------
     def on_finish(self) -> list[Path]:
@@ -144,10 +133,11 @@ class SensitivityServer(Server):
                 continue
             global_size = known[0][0]
             shape = next((k[1] for k in known if k[1] is not None), None)
+            aggregated = self._aggregated(field_id)
             started = time.monotonic()
             if self._zarr(global_size):
-                path = self._write_zarr(name, field_id, global_size, shape)
-            elif (gathered := self._write_netcdf(name, field_id, shape)) is not None:
+                path = self._write_zarr(name, field_id, global_size, shape, aggregated)
+            elif (gathered := self._write_netcdf(name, field_id, shape, aggregated)) is not None:
                 path = gathered
             else:
                 continue
@@ -155,6 +145,16 @@ class SensitivityServer(Server):
                 log.info("wrote %s in %.2f s", path, time.monotonic() - started)
                 written.append(path)
         return written
+
+    def _aggregated(self, field_id: int) -> dict[str, np.ndarray]:
+        """Collective: the field's aggregated indices and bounds, (parameter,) each, combined
+        over the ranks; {} without Sobol' indices."""
+        if not self.sobol:
+            return {}
+        join = self.sobol.get(field_id)
+        mine = join.aggregate.summary() if join is not None else None
+        parts = [s for s in (self.comm.allgather(mine) if self.comm else [mine]) if s]
+        return {k: v for k, v in combine(parts).items() if k.startswith("sobol_")}
 
     def _variables(self) -> dict[str, np.dtype]:
         """The result variables and their dtypes in the files."""
@@ -190,7 +190,7 @@ class SensitivityServer(Server):
         return sa.output_compression != "none" or nbytes > _NETCDF_MAX_BYTES
 
     def _write_zarr(self, name: str, field_id: int, global_size: int,
-                    shape: tuple[int, ...] | None) -> Path:
+                    shape: tuple[int, ...] | None, aggregated: dict[str, np.ndarray]) -> Path:
         """Every rank writes its own cells: no gather."""
         start, stop = cell_range(global_size, self.ranks, self.rank)
         stats = self.statistics.get(field_id)
@@ -211,12 +211,12 @@ class SensitivityServer(Server):
             nb_time_steps=self.config.study_options.nb_time_steps, shape=shape,
             global_size=global_size, leading=self._leading(), variables=self._variables(),
             ranges=cell_ranges(global_size, self.ranks), rank=self.rank, comm=self.comm,
-            compression=self.config.sa.output_compression, durable=True,
+            compression=self.config.sa.output_compression, durable=True, per_parameter=aggregated,
         )
         return writer.write(results, self._attrs())
 
-    def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None
-                      ) -> Path | None:
+    def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None,
+                      aggregated: dict[str, np.ndarray]) -> Path | None:
         """Small studies: one file, every rank's cells gathered on rank 0."""
         stats = self.statistics.get(field_id)
         local = (self.registry.fields[field_id], self._results(field_id)) if stats else None
@@ -231,7 +231,7 @@ class SensitivityServer(Server):
             path, name, results, shape=shape, thresholds=[float(t) for t in self._leading()["threshold"]],
             parameters=[str(p) for p in self._leading()["parameter"]],
             quantile_levels=list(self.config.sa.quantiles), attrs=self._attrs(),
-            dtype=self.config.sa.output_dtype,
+            dtype=self.config.sa.output_dtype, per_parameter=aggregated,
         )
         return path
 
@@ -307,6 +307,3 @@ class SensitivityServer(Server):
             join.load_state_dict(p["join"])
             self.sobol[field_id] = join
 
-
-def _nanmax(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)

@@ -122,6 +122,7 @@ class ZarrResults:
         comm: Any,
         compression: str,
         durable: bool,
+        per_parameter: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -140,6 +141,7 @@ class ZarrResults:
             else BloscCodec(cname=compression, clevel=3, shuffle="shuffle")  # type: ignore[arg-type]
         )
         self.durable = durable
+        self.per_parameter = per_parameter or {}  # (parameter,) arrays: written by rank 0
 
     def write(self, results: Callable[[slice], dict[str, np.ndarray]], attrs: dict[str, Any]
               ) -> Path:
@@ -174,6 +176,11 @@ class ZarrResults:
         names = list(self.variables)
         group = zarr.create_group(store, zarr_format=3, attributes=dataset_attrs(
             self.field, names, attrs))
+        for name, values in self.per_parameter.items():
+            small = group.create_array(name, shape=values.shape, chunks=values.shape,
+                                       dtype=values.dtype, dimension_names=("parameter",),
+                                       compressors=None, attributes={"long_name": long_name(name)})
+            small[...] = values
         coords: dict[str, np.ndarray] = {"time": np.arange(self.steps)}
         for name, dtype in self.variables.items():
             lead = leading_dim(name)
