@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from melissa.config.loader import strip_comments
@@ -134,7 +135,7 @@ def test_field_model_known_indices_per_cell_on_two_server_ranks(launcher: Any,
         "parameters": [{"name": n, "distribution": "uniform", "low": 0.0, "high": 1.0}
                        for n in names],
         "sampling": {"method": "sobol"},
-        "sa_config": {"sobol_indices": True, "quantiles": [0.25, 0.75], "plot_time_steps": []},
+        "sa_config": {"sobol_indices": True, "quantiles": [0.25, 0.75], "plot_time_steps": [1]},
         "client_config": {"executable_command": "python3 model.py"},
         "server_config": {"ranks": 2},
         "launcher_config": {"job_limit": 10, "poll_interval": 0.05},
@@ -166,7 +167,26 @@ def test_field_model_known_indices_per_cell_on_two_server_ranks(launcher: Any,
     for j, level in enumerate((0.25, 0.75)):
         rank = (ab <= q[j][None]).mean(0)
         assert np.abs(rank - level).mean() < 0.1
-    assert (run.output_dir / "statistics" / "sobol_convergence.csv").exists()
+    # Aggregated indices over cells and steps (2 ranks' summaries combined) equal batch ones.
+    d = y.reshape(48, 5, -1) - y.reshape(48, 5, -1).mean(0)
+    for kind, x in (("first", 1), ("total", 0)):
+        batch = [(d[:, x] * d[:, 2 + k]).sum() / np.sqrt(
+            (d[:, x] ** 2).sum() * (d[:, 2 + k] ** 2).sum()) for k in range(3)]
+        got = ds[f"sobol_{kind}_aggregated"].values
+        expected = np.array(batch) if kind == "first" else 1 - np.array(batch)
+        np.testing.assert_allclose(got, expected, rtol=1e-10)
+        exact_agg = (w**2).sum(axis=(0, 2)) / (w**2).sum()
+        assert (ds[f"sobol_{kind}_aggregated_low"].values - 0.02 <= exact_agg).all()
+        assert (exact_agg <= ds[f"sobol_{kind}_aggregated_high"].values + 0.02).all()
+    rows = (run.output_dir / "statistics" / "sobol_convergence.csv").read_text().splitlines()
+    assert rows[0].startswith("elapsed_s,field,groups,widest_interval,join_mb,first_a,")
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    assert int(last["groups"]) == 48
+    high, low = ds["sobol_first_aggregated_high"].values, ds["sobol_first_aggregated_low"].values
+    assert float(last["widest_interval"]) == pytest.approx(
+        max((high - low).max(), (ds["sobol_total_aggregated_high"].values
+                                 - ds["sobol_total_aggregated_low"].values).max()), rel=1e-5)
+    assert (run.output_dir / "plots" / "sobol_convergence.png").exists()
 
 
 def test_heat_sobol_example_makes_index_maps(launcher: Any, tmp_path: Path) -> None:
@@ -187,5 +207,5 @@ def test_heat_sobol_example_makes_index_maps(launcher: Any, tmp_path: Path) -> N
     assert ds["sobol_first"].dims == ("parameter", "time", "y", "x")
     assert ds["sobol_first"].sizes["parameter"] == 6 and int(ds["sobol_groups"].max()) == 3
     assert math.isnan(float(ds["sobol_first_low"].values.max()))  # 3 groups: no interval yet
-    assert re.search(r"Sobol' indices, temperature +│ 3 groups, widest 95% interval nan",
+    assert re.search(r"Sobol' indices, temperature +│ 3 groups, widest 95% interval nan;",
                      run.output), run.output

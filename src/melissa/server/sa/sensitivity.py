@@ -87,11 +87,14 @@ class SensitivityServer(Server):
         event["sobol_convergence"] = fields
         if self._logged_version != self._convergence_version:  # new figures since the last rows
             self._logged_version = self._convergence_version
-            log_rows(self.paths.sobol_convergence, time.monotonic() - self._started, fields,
-                     [p.name for p in self.config.parameters])
-            for name, f in fields.items():
-                log.info("Sobol' indices of %r: %d complete groups, widest 95%% interval of the "
-                         "aggregated indices %s", name, f["groups"], f["widest_interval"])
+            self._log_rows(fields)
+
+    def _log_rows(self, fields: dict[str, dict[str, Any]]) -> None:
+        log_rows(self.paths.sobol_convergence, time.monotonic() - self._started, fields,
+                 [p.name for p in self.config.parameters])
+        for name, f in fields.items():
+            log.info("Sobol' indices of %r: %d complete groups, widest 95%% interval of the "
+                     "aggregated indices %s", name, f["groups"], f["widest_interval"])
 
     def _refresh_convergence(self) -> None:
         """Per field name: this rank's aggregated-index summary and the MB its join holds."""
@@ -120,7 +123,11 @@ class SensitivityServer(Server):
                             "members did not all arrive; not counted", len(join.pending))
         if self.sobol:
             self._refresh_convergence()
-            self.emit_status(time.monotonic())  # the convergence log's last row
+            # The launcher's last figures; the log's last rows come from every rank's final
+            # state below (the other ranks' statuses may be a few seconds old).
+            self._logged_version = self._convergence_version
+            self.emit_status(time.monotonic())
+        final: dict[str, dict[str, Any]] = {}
         for name, field_id in self.registry.field_ids.items():
             # Collective over ranks, in config order: every rank takes part for every field,
             # even one it never heard of (a client may have died between two HELLOs).
@@ -133,7 +140,9 @@ class SensitivityServer(Server):
                 continue
             global_size = known[0][0]
             shape = next((k[1] for k in known if k[1] is not None), None)
-            aggregated = self._aggregated(field_id)
+            aggregated, convergence = self._aggregated(field_id)
+            if convergence is not None:
+                final[name] = convergence
             started = time.monotonic()
             if self._zarr(global_size):
                 path = self._write_zarr(name, field_id, global_size, shape, aggregated)
@@ -144,17 +153,22 @@ class SensitivityServer(Server):
             if self.rank == 0:
                 log.info("wrote %s in %.2f s", path, time.monotonic() - started)
                 written.append(path)
+        if final and self.rank == 0:
+            self._log_rows(final)
         return written
 
-    def _aggregated(self, field_id: int) -> dict[str, np.ndarray]:
+    def _aggregated(self, field_id: int
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
         """Collective: the field's aggregated indices and bounds, (parameter,) each, combined
-        over the ranks; {} without Sobol' indices."""
+        over the ranks, and its `field_convergence`; ({}, None) without Sobol' indices."""
         if not self.sobol:
-            return {}
+            return {}, None
         join = self.sobol.get(field_id)
-        mine = join.aggregate.summary() if join is not None else None
+        mine = ({**join.aggregate.summary(), "join_mb": join.nbytes / 1e6}
+                if join is not None else None)
         parts = [s for s in (self.comm.allgather(mine) if self.comm else [mine]) if s]
-        return {k: v for k, v in combine(parts).items() if k.startswith("sobol_")}
+        aggregated = {k: v for k, v in combine(parts).items() if k.startswith("sobol_")}
+        return aggregated, field_convergence(parts, sum(p["join_mb"] for p in parts))
 
     def _variables(self) -> dict[str, np.dtype]:
         """The result variables and their dtypes in the files."""
