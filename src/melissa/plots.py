@@ -34,9 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 __all__ = ["default_time_steps", "plot_convergence", "plot_statistics"]
 
@@ -45,6 +47,10 @@ THRESHOLD = "threshold"
 _INDEX_DIMS = ("parameter", "quantile_level")
 COUNT = "count"
 DPI = 100
+# Sobol' index cells the server left NaN: their output variance is negligible (round-off).
+MASKED_COLOR = "lightgrey"
+MASKED_LABEL = ("grey: masked, output variance < 1e-12 x\nthe field's largest at that step "
+                "(index undefined);\nestimates drawn as they are, even outside [0, 1]")
 _MAX_POINTS = 1000  # cells drawn along a spatial axis, at most (about a figure's pixels)
 
 # figure titles, by file name suffix
@@ -76,6 +82,7 @@ class Row:
     cmap: str = "viridis"
     limits: tuple[float, float] | None = None  # fixed colour range, e.g. (0, 1) for a probability
     diverging: bool = False  # colour range symmetric about 0 (skewness, excess kurtosis)
+    index: bool = False  # a Sobol' index: NaN cells masked, values outside [0, 1] counted
 
 
 def plot_statistics(
@@ -281,10 +288,14 @@ def _indexed_rows(ds: xr.Dataset, space: tuple[str, ...]) -> dict[str, list[Row]
     for name in ("sobol_first", "sobol_total"):
         if name in ds.data_vars:
             index = ds[name]
+            # Drawn as estimated, never clipped: the colour range holds [0, 1] and every value.
+            lo, hi = _limits([index.values])
+            limits = (min(0.0, lo if lo is not None else 0.0), max(1.0, hi if hi is not None
+                                                                   else 1.0))
             out[name] = [
                 Row(f"{INDEXED_TITLES[name].split()[0]} {param}",
                     index.isel(parameter=i).transpose(TIME, *space), cmap="plasma",
-                    limits=(0.0, 1.0))
+                    limits=limits, index=True)
                 for i, param in enumerate(_parameter_names(index))
             ]
     return out
@@ -348,8 +359,11 @@ def _sobol_series_figure(
         where = ", ".join(f"{d}={i}" for d, i in at.items())
         ax.set_title(f"{label} ({where})", fontsize=9)
         ax.set_xlabel(_time_axis_label(first))
-        ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
+    # [0, 1] and every estimate, never clipped (small samples give some outside [0, 1])
+    lo, hi = _limits([first.values, total.values, low.values, high.values])
+    axes[0].set_ylim(min(-0.05, lo if lo is not None else 0.0),
+                     max(1.05, hi if hi is not None else 1.0))
     axes[0].set_ylabel("Sobol' index")
     handles, labels = axes[0].get_legend_handles_labels()
     # one legend column per parameter: its S above its ST
@@ -420,16 +434,21 @@ def _maps_figure(rows: list[Row], steps: list[int], space: tuple[str, ...], titl
         xs, ys = (np.asarray(row.data[d].values) if d in row.data.coords else np.arange(n)
                   for d, n in ((xdim, nx), (ydim, ny)))
         extent = (xs[0] - 0.5, xs[-1] + 0.5, ys[0] - 0.5, ys[-1] + 0.5)
+        cmap = matplotlib.colormaps[row.cmap].with_extremes(bad=MASKED_COLOR)
         for ax, step, snap in zip(row_axes, steps, snaps, strict=True):
             image = ax.imshow(
-                snap, origin="lower", cmap=row.cmap, vmin=vmin, vmax=vmax,
+                snap, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                 interpolation="nearest", aspect=aspect, extent=extent,
             )
-            ax.set_title(f"{row.label}\n{_step_label(row.data, step)}", fontsize=9)
+            note = f"\n{index_note(snap)}" if row.index else ""
+            ax.set_title(f"{row.label}\n{_step_label(row.data, step)}{note}", fontsize=8)
             ax.set_xlabel(xdim)
             ax.set_ylabel(ydim)
         assert image is not None  # steps is never empty here
         fig.colorbar(image, ax=list(row_axes), shrink=0.9)
+    if any(row.index for row in rows):
+        fig.legend(handles=[Patch(color=MASKED_COLOR, label=MASKED_LABEL)],
+                   loc="outside lower center", fontsize=8)
     fig.suptitle(title)
     return fig
 
@@ -463,7 +482,12 @@ def _profiles_figure(
     for row, ax in zip(rows, axes, strict=True):
         x = _cell_axis(row.data)
         for step in steps:
-            ax.plot(x, _flat(row.data.isel({TIME: step})), label=_step_label(row.data, step))
+            values = _flat(row.data.isel({TIME: step}))
+            note = f": {index_note(values)}" if row.index else ""
+            ax.plot(x, values, label=f"{_step_label(row.data, step)}{note}")
+        if row.index:
+            ax.set_title(MASKED_LABEL.replace("grey: masked", "gaps: masked")
+                         .replace("\n", " "), fontsize=7)
         if row.limits is not None:
             ax.set_ylim(row.limits[0] - 0.02, row.limits[1] + 0.02)
         ax.set_ylabel(row.label)
@@ -522,6 +546,19 @@ def _probe_cells(shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def index_note(values: np.ndarray) -> str:
+    """How many cells of a Sobol' index snapshot are masked (NaN) and outside [0, 1]."""
+    values = np.asarray(values, dtype=float)
+    masked = int(np.isnan(values).sum())
+    below, above = int((values < 0).sum()), int((values > 1).sum())
+    parts = [f"{masked} masked"] if masked else []
+    if below:
+        parts.append(f"{below} < 0 (min {np.nanmin(values):.2f})")
+    if above:
+        parts.append(f"{above} > 1 (max {np.nanmax(values):.2f})")
+    return ", ".join(parts) if parts else "all in [0, 1]"
 
 
 def _limits(

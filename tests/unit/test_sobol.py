@@ -4,6 +4,7 @@ intervals and undefined cells, against batch NumPy, OpenTURNS and analytic value
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import openturns as ot
@@ -321,3 +322,38 @@ def test_aggregate_counts_a_group_once_all_its_steps_are_joined_and_survives_a_c
     with pytest.raises(ValueError, match="no aggregated indices"):
         copy.load_state_dict({k: v for k, v in join.state_dict().items()
                               if not k.startswith("aggregate_")})
+
+
+def test_round_off_cells_are_masked_and_maps_say_what_they_show(tmp_path: Path) -> None:
+    """A 6 x 10 field: the left 6 columns vary by round-off only (1e-17, independent of the
+    inputs), the others are Ishigami with 30 groups (some estimates < 0). The server's results
+    leave the round-off cells NaN; the map masks them in grey with a legend, draws the
+    estimates unclipped and counts those outside [0, 1]; the axes are the field's y and x."""
+    from melissa.plots import MASKED_LABEL, index_note, plot_statistics
+    from melissa.server.sa.output import write_field_results
+
+    rng = np.random.default_rng(10)
+    y = groups_of(ishigami, 30, 3, 60, rng)  # (30, 5, 60)
+    noise = y.reshape(30, 5, 6, 10)
+    noise[..., :6] = 1e-17 * rng.normal(size=(30, 5, 6, 6))
+    state = feed(SobolState(3, 1, 60), y)
+    out = state.results()
+    round_off = np.zeros((6, 10), bool)
+    round_off[:, :6] = True
+    assert np.isnan(out["sobol_first"][:, 0].reshape(3, 6, 10)[:, round_off]).all()
+    assert np.isfinite(out["sobol_first"][:, 0].reshape(3, 6, 10)[:, ~round_off]).all()
+    # the scale is the field's (every rank's) largest variance: one rank's alone is not enough
+    assert np.isfinite(state.results(np.zeros(1))["sobol_first"][:, 0, :36]).all()
+    first = out["sobol_first"][:, 0]
+    assert (first < 0).any()  # 30 groups: negative estimates, shown as they are
+    counts = {"count": np.full((1, 60), 60, np.int64), "mean": y[:, :2].mean((0, 1))[None]}
+    path = tmp_path / "u.nc"
+    write_field_results(path, "u", {**counts, **out}, shape=(6, 10), thresholds=[], attrs={},
+                        parameters=["x1", "x2", "x3"])
+    paths = plot_statistics(path, tmp_path / "plots", [0])
+    assert {p.name for p in paths} >= {"u_sobol_first.png", "u_sobol_total.png"}
+    note = index_note(first[0])
+    below = int((first[0] < 0).sum())
+    assert note.startswith("36 masked") and (f"{below} < 0" in note if below else True)
+    assert index_note(np.array([0.2, 0.5])) == "all in [0, 1]"
+    assert "1e-12" in MASKED_LABEL

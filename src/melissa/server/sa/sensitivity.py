@@ -140,13 +140,14 @@ class SensitivityServer(Server):
                 continue
             global_size = known[0][0]
             shape = next((k[1] for k in known if k[1] is not None), None)
-            aggregated, convergence = self._aggregated(field_id)
+            aggregated, scale, convergence = self._sobol_summary(field_id)
             if convergence is not None:
                 final[name] = convergence
             started = time.monotonic()
             if self._zarr(global_size):
-                path = self._write_zarr(name, field_id, global_size, shape, aggregated)
-            elif (gathered := self._write_netcdf(name, field_id, shape, aggregated)) is not None:
+                path = self._write_zarr(name, field_id, global_size, shape, aggregated, scale)
+            elif (gathered := self._write_netcdf(name, field_id, shape, aggregated,
+                                                 scale)) is not None:
                 path = gathered
             else:
                 continue
@@ -157,18 +158,20 @@ class SensitivityServer(Server):
             self._log_rows(final)
         return written
 
-    def _aggregated(self, field_id: int
-                    ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
-        """Collective: the field's aggregated indices and bounds, (parameter,) each, combined
-        over the ranks, and its `field_convergence`; ({}, None) without Sobol' indices."""
+    def _sobol_summary(self, field_id: int) -> tuple[
+            dict[str, np.ndarray], np.ndarray | None, dict[str, Any] | None]:
+        """Collective, over the ranks: the field's aggregated indices and bounds, (parameter,)
+        each; its largest output variance per time step (the scale of negligible cells,
+        SobolState.results); its `field_convergence`. ({}, None, None) without Sobol' indices."""
         if not self.sobol:
-            return {}, None
+            return {}, None, None
         join = self.sobol.get(field_id)
-        mine = ({**join.aggregate.summary(), "join_mb": join.nbytes / 1e6}
-                if join is not None else None)
+        mine = ({**join.aggregate.summary(), "join_mb": join.nbytes / 1e6,
+                 "scale": join.state.variance_scale()} if join is not None else None)
         parts = [s for s in (self.comm.allgather(mine) if self.comm else [mine]) if s]
         aggregated = {k: v for k, v in combine(parts).items() if k.startswith("sobol_")}
-        return aggregated, field_convergence(parts, sum(p["join_mb"] for p in parts))
+        scale = np.max([p["scale"] for p in parts], axis=0)
+        return aggregated, scale, field_convergence(parts, sum(p["join_mb"] for p in parts))
 
     def _variables(self) -> dict[str, np.dtype]:
         """The result variables and their dtypes in the files."""
@@ -204,7 +207,8 @@ class SensitivityServer(Server):
         return sa.output_compression != "none" or nbytes > _NETCDF_MAX_BYTES
 
     def _write_zarr(self, name: str, field_id: int, global_size: int,
-                    shape: tuple[int, ...] | None, aggregated: dict[str, np.ndarray]) -> Path:
+                    shape: tuple[int, ...] | None, aggregated: dict[str, np.ndarray],
+                    scale: np.ndarray | None) -> Path:
         """Every rank writes its own cells: no gather."""
         start, stop = cell_range(global_size, self.ranks, self.rank)
         stats = self.statistics.get(field_id)
@@ -212,7 +216,7 @@ class SensitivityServer(Server):
             stats = FieldStatistics(self.config.study_options.nb_time_steps, stop - start,
                                     self.config.sa)
         join = self.sobol.get(field_id)
-        sobol = join.state.results() if join is not None else {}
+        sobol = join.state.results(scale) if join is not None else {}
 
         def results(steps: slice) -> dict[str, np.ndarray]:
             out = stats.results(steps)
@@ -230,10 +234,11 @@ class SensitivityServer(Server):
         return writer.write(results, self._attrs())
 
     def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None,
-                      aggregated: dict[str, np.ndarray]) -> Path | None:
+                      aggregated: dict[str, np.ndarray], scale: np.ndarray | None
+                      ) -> Path | None:
         """Small studies: one file, every rank's cells gathered on rank 0."""
         stats = self.statistics.get(field_id)
-        local = (self.registry.fields[field_id], self._results(field_id)) if stats else None
+        local = (self.registry.fields[field_id], self._results(field_id, scale)) if stats else None
         parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
         if self.rank != 0:
             return None
@@ -249,10 +254,10 @@ class SensitivityServer(Server):
         )
         return path
 
-    def _results(self, field_id: int) -> dict[str, np.ndarray]:
+    def _results(self, field_id: int, scale: np.ndarray | None) -> dict[str, np.ndarray]:
         out = self.statistics[field_id].results()
         if field_id in self.sobol:
-            out.update(self.sobol[field_id].state.results())
+            out.update(self.sobol[field_id].state.results(scale))
         return out
 
     def _assemble(

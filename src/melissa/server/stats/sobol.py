@@ -27,6 +27,9 @@ _FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
 _Z95 = 1.959963984540054  # the standard normal's 0.975 quantile
 # A variance below (this x |mean|)² (or exactly 0) is a constant output for the estimator.
 _RELATIVE_ZERO = 1e-12
+# A cell whose output variance is at most this times the field's largest (at that time step)
+# has round-off indices: NaN (docs/statistics.md, "Sobol' indices").
+NEGLIGIBLE = 1e-12
 _BLOCK = 4096  # cells per block: the block's deltas of A and B stay in L1
 STATE = ("mean_a", "mean_b", "m2_a", "m2_b", "mean_c", "m2_c", "cov_bc", "cov_ac")
 
@@ -153,19 +156,30 @@ class SobolState:
                 _merge_step(self.arrays, other.arrays, t, na, nb)
             self.groups[t] = na + nb
 
-    def results(self) -> dict[str, np.ndarray]:
+    def results(self, scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """"sobol_first", "sobol_total" and their "_low"/"_high" 95% bounds (parameter, time,
-        cell) float64, and "sobol_groups" (time, cell) int64: complete groups."""
+        cell) float64, and "sobol_groups" (time, cell) int64: complete groups. A cell whose
+        output variance (M2_A + M2_B) is at most NEGLIGIBLE × `scale` at its time step — the
+        field's largest, over every rank (default: this rank's, `variance_scale()`) — gets
+        NaN: its indices would be round-off."""
         a = self.arrays
+        scale = self.variance_scale() if scale is None else scale
+        spread = a["m2_a"] + a["m2_b"]
+        negligible = spread <= NEGLIGIBLE * scale[:, None]
         out = {}
         for kind, cov, x in (("first", "cov_bc", "b"), ("total", "cov_ac", "a")):
             index, low, high = (np.empty(a[cov].shape) for _ in range(3))
             _indices(a[cov], a[f"m2_{x}"], a["m2_c"], a[f"mean_{x}"], a["mean_c"], self.groups,
-                     kind == "total", index, low, high)
+                     kind == "total", negligible, index, low, high)
             out.update({f"sobol_{kind}": index, f"sobol_{kind}_low": low,
                         f"sobol_{kind}_high": high})
         out["sobol_groups"] = np.repeat(self.groups[:, None], self.shape[1], axis=1)
         return out
+
+    def variance_scale(self) -> np.ndarray:
+        """(T,) the largest M2_A + M2_B over this rank's cells per time step (0 if none)."""
+        spread = self.arrays["m2_a"] + self.arrays["m2_b"]
+        return spread.max(axis=1) if spread.shape[1] else np.zeros(self.shape[0])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """"sobol_groups" (T,) int64 and the state arrays (copies)."""
@@ -218,14 +232,18 @@ def fisher_interval(r: float, n: int) -> tuple[float, float]:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _indices(cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray,
-             mean_y: np.ndarray, groups: np.ndarray, total: bool, index: np.ndarray,
-             low: np.ndarray, high: np.ndarray) -> None:
+             mean_y: np.ndarray, groups: np.ndarray, total: bool, negligible: np.ndarray,
+             index: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
     """One pass over (p, T, C): the index r (first order) or 1 − r (total) and its interval,
-    r = C(X, Y_Ck)/√(M2_X·M2_Ck); cov, m2_y, mean_y (p, T, C); m2_x, mean_x (T, C)."""
+    r = C(X, Y_Ck)/√(M2_X·M2_Ck); cov, m2_y, mean_y (p, T, C); m2_x, mean_x, negligible
+    (T, C); NaN where negligible."""
     p, steps, cells = cov.shape
     for k in range(p):
         for t in range(steps):
             for c in range(cells):
+                if negligible[t, c]:
+                    index[k, t, c], low[k, t, c], high[k, t, c] = np.nan, np.nan, np.nan
+                    continue
                 r = _correlation(cov[k, t, c], m2_x[t, c], m2_y[k, t, c], mean_x[t, c],
                                  mean_y[k, t, c])
                 lo, hi = fisher_interval(r, groups[t])
