@@ -1,6 +1,6 @@
 """Join the members of pick-freeze groups (Sobol' indices) on one server rank, per field.
 
-The p + 2 members of a group are separate client jobs whose chunks arrive in any order,
+The p + 2 members of a group (2p + 2 with second-order indices) are separate client jobs whose chunks arrive in any order,
 interleaved with other groups. Per (group, time step), a `_PendingStep` collects each member's
 values for this rank's cells; once every member has sent all of them, the complete group goes to
 the Sobol' state (stats/sobol.py) and the buffer is freed. Members are told apart by their
@@ -23,6 +23,7 @@ import numpy as np
 
 from melissa.server.stats.sobol import SobolState
 from melissa.server.stats.sobol_aggregate import AggregatedSobol
+from melissa.server.stats.sobol_second import SecondOrderState
 
 # Freed join buffers kept for reuse, up to this many bytes: a fresh buffer page-faults on its
 # first writes, which cost as much as the update itself (bench/sobol.py: ingest 0.45 -> 0.76 GB/s).
@@ -38,10 +39,12 @@ class _PendingStep:
 class GroupJoin:
     """Joins the groups of one field on one rank and feeds complete ones to `state`."""
 
-    def __init__(self, state: SobolState) -> None:
+    def __init__(self, state: SobolState, second: SecondOrderState | None = None) -> None:
         self.state = state
+        self.second = second  # second-order indices: groups of 2p + 2 (D_k members too)
         self.aggregate = AggregatedSobol(state.nb_parameters, state.shape[0])
-        self.group_size = state.nb_parameters + 2
+        p = state.nb_parameters
+        self.group_size = p + 2 + (p if second is not None else 0)
         self.pending: dict[tuple[int, int], _PendingStep] = {}
         self.peak_nbytes = 0
         # Buffers of completed steps, reused: a fresh one would page-fault on its first writes.
@@ -63,7 +66,11 @@ class GroupJoin:
         step.received[member] += data.shape[0]
         if np.all(step.received == n_cells):
             del self.pending[key]
-            self.aggregate.add(group, self.state.update(time_step, step.values))
+            before = int(self.state.groups[time_step])
+            first = step.values[:self.state.nb_parameters + 2]  # A, B, C_k: C-contiguous
+            self.aggregate.add(group, self.state.update(time_step, first))
+            if self.second is not None:
+                self.second.update(time_step, step.values, before)
             if (len(self._spare) + 1) * step.values.nbytes <= _SPARE_BYTES:
                 self._spare.append(step.values)
 

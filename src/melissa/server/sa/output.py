@@ -32,6 +32,9 @@ CONVENTIONS = {
     "sobol_total": "1 - Martinez correlation of Y_A and Y_Ck; _low/_high: 95% Fisher-z interval",
     "sobol_groups": "complete pick-freeze groups per time step and cell; the other statistics use "
     "the groups' A and B members",
+    "sobol_second": "corr(Y_Ck, Y_Dl) - S_k - S_l (Saltelli 2002 extended pick-freeze, Martinez "
+    "correlations), symmetric, NaN on the diagonal; _low/_high: 95% Bonferroni combination of "
+    "three Fisher-z intervals at level 1 - 0.05/3 (conservative)",
     "sobol_first_aggregated": "sum over cells and time steps of C(Y_B, Y_Ck) / sqrt(sum M2_B * "
     "sum M2_Ck) (Gamboa et al.'s generalized index, variance-weighted); _low/_high: 95% "
     "delta-method interval",
@@ -61,12 +64,16 @@ LONG_NAMES = {
     "sobol_total_low": "total Sobol' index, lower 95% bound",
     "sobol_total_high": "total Sobol' index, upper 95% bound",
     "sobol_groups": "number of complete pick-freeze groups",
+    "sobol_second": "second-order Sobol' index of the pair of parameters",
+    "sobol_second_low": "second-order Sobol' index, lower 95% bound",
+    "sobol_second_high": "second-order Sobol' index, upper 95% bound",
     **{f"sobol_{kind}_aggregated{suffix}": f"aggregated {label} Sobol' index of the field{bound}"
        for kind, label in (("first", "first-order"), ("total", "total"))
        for suffix, bound in (("", ""), ("_low", ", lower 95% bound"),
                              ("_high", ", upper 95% bound"))},
 }
 
+PARAMETER_DIMS = ("parameter", "parameter_2")  # sobol_second: a pair of parameters
 _SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
 
 
@@ -90,7 +97,8 @@ def write_field_results(
     per_parameter: (parameter,) arrays (the aggregated Sobol' indices)."""
     leading: dict[str, list[float] | list[str]] = {
         "threshold": list(thresholds), "quantile_level": list(quantile_levels),
-        "parameter": list(parameters)}
+        "parameter": list(parameters),
+        "parameter_2": list(parameters) if "sobol_second" in results else []}
     dataset = _dataset(field, results, shape=shape, leading=leading, attrs=attrs)
     for name, values in (per_parameter or {}).items():
         dataset[name] = xr.Variable(("parameter",), values, attrs={"long_name": long_name(name)})
@@ -137,7 +145,7 @@ def _dataset(
     for name in results:
         for dim in leading_dim(name):
             values = leading[dim]
-            coords[dim] = np.asarray(values, dtype=str if dim == "parameter" else np.float64)
+            coords[dim] = np.asarray(values, dtype=str if dim in PARAMETER_DIMS else np.float64)
     return xr.Dataset(variables, coords=coords, attrs=dataset_attrs(field, list(results), attrs))
 
 
@@ -158,6 +166,8 @@ def leading_dim(name: str) -> tuple[str, ...]:
         return ("threshold",)
     if name == "quantile":
         return ("quantile_level",)
+    if name.startswith("sobol_second"):
+        return PARAMETER_DIMS
     if name.startswith("sobol_") and name != "sobol_groups":
         return ("parameter",)
     return ()

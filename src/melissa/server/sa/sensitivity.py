@@ -28,6 +28,7 @@ from melissa.server.sa.zarr_output import ZarrResults
 from melissa.server.stats import FieldStatistics, compile_kernels
 from melissa.server.stats.sobol import SobolState
 from melissa.server.stats.sobol_aggregate import combine
+from melissa.server.stats.sobol_second import SecondOrderState
 
 log = logging.getLogger("melissa.server")
 
@@ -41,6 +42,7 @@ class SensitivityServer(Server):
         self.statistics: dict[int, FieldStatistics] = {}
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
+        self._p = len(self.config.parameters)
         self._convergence: dict[str, dict[str, Any]] = {}  # this rank's, refreshed periodically
         self._next_convergence = 0.0
         self._convergence_version = 0  # refreshes so far
@@ -49,6 +51,8 @@ class SensitivityServer(Server):
         compile_kernels(self.config.sa)  # before clients can connect
         if self.group_size > 1:
             SobolState(1, 1, 1).update(0, np.zeros((3, 1)))  # compile the Sobol' kernel too
+            if self.config.sa.second_order:
+                SecondOrderState(2, 1, 1).update(0, np.zeros((6, 1)), 0)
 
     def on_field(self, info: FieldInfo) -> None:
         steps = self.config.study_options.nb_time_steps
@@ -56,9 +60,11 @@ class SensitivityServer(Server):
         self.statistics[info.field_id] = stats
         size = stats.nbytes
         if self.group_size > 1:
-            state = SobolState(self.group_size - 2, steps, info.local_size)
-            self.sobol[info.field_id] = GroupJoin(state)
-            size += state.nbytes
+            state = SobolState(self._p, steps, info.local_size)
+            second = (SecondOrderState(self._p, steps, info.local_size)
+                      if self.config.sa.second_order else None)
+            self.sobol[info.field_id] = GroupJoin(state, second)
+            size += state.nbytes + (second.nbytes if second is not None else 0)
         log.info("field %r: %.1f MB of statistics state", info.name, size / 1e6)
 
     def on_data(
@@ -177,7 +183,7 @@ class SensitivityServer(Server):
         """The result variables and their dtypes in the files."""
         specs = FieldStatistics(1, 1, self.config.sa).results()
         if self.sobol:
-            specs.update(SobolState(self.group_size - 2, 1, 1).results())
+            specs.update(self._empty_sobol(1, 1))
         floats = np.dtype(self.config.sa.output_dtype)
         return {k: floats if v.dtype.kind == "f" else v.dtype for k, v in specs.items()}
 
@@ -185,7 +191,9 @@ class SensitivityServer(Server):
         sa = self.config.sa
         return {"threshold": list(sa.threshold_values) if sa.threshold_exceedance else [],
                 "quantile_level": list(sa.quantiles),
-                "parameter": [p.name for p in self.config.parameters] if self.sobol else []}
+                "parameter": [p.name for p in self.config.parameters] if self.sobol else [],
+                "parameter_2": [p.name for p in self.config.parameters]
+                if self.sobol and self.config.sa.second_order else []}
 
     def _attrs(self) -> dict[str, str | int | float]:
         return {
@@ -216,7 +224,7 @@ class SensitivityServer(Server):
             stats = FieldStatistics(self.config.study_options.nb_time_steps, stop - start,
                                     self.config.sa)
         join = self.sobol.get(field_id)
-        sobol = join.state.results(scale) if join is not None else {}
+        sobol = self._sobol_results(join, scale) if join is not None else {}
 
         def results(steps: slice) -> dict[str, np.ndarray]:
             out = stats.results(steps)
@@ -257,8 +265,21 @@ class SensitivityServer(Server):
     def _results(self, field_id: int, scale: np.ndarray | None) -> dict[str, np.ndarray]:
         out = self.statistics[field_id].results()
         if field_id in self.sobol:
-            out.update(self.sobol[field_id].state.results(scale))
+            out.update(self._sobol_results(self.sobol[field_id], scale))
         return out
+
+    @staticmethod
+    def _sobol_results(join: GroupJoin, scale: np.ndarray | None) -> dict[str, np.ndarray]:
+        out = join.state.results(scale)
+        if join.second is not None:
+            out.update(join.second.results(join.state, scale))
+        return out
+
+    def _empty_sobol(self, steps: int, cells: int) -> dict[str, np.ndarray]:
+        """The Sobol' results of a field on `cells` cells without a group (NaN indices)."""
+        second = (SecondOrderState(self._p, steps, cells) if self.config.sa.second_order
+                  else None)
+        return self._sobol_results(GroupJoin(SobolState(self._p, steps, cells), second), None)
 
     def _assemble(
         self, info: FieldInfo, parts: list[dict[str, np.ndarray] | None]
@@ -272,7 +293,7 @@ class SensitivityServer(Server):
                 start, stop = cell_range(info.global_size, self.ranks, rank)
                 part = FieldStatistics(steps, stop - start, self.config.sa).results()
                 if self.sobol:
-                    part.update(SobolState(self.group_size - 2, steps, stop - start).results())
+                    part.update(self._empty_sobol(steps, stop - start))
             filled.append(part)
         return {name: np.concatenate([p[name] for p in filled], axis=-1) for name in filled[0]}
 
@@ -298,6 +319,8 @@ class SensitivityServer(Server):
             join = self.sobol.get(field_id)
             if join is not None:
                 parts.update(sobol=join.state.state_dict(), join=join.state_dict())
+                if join.second is not None:
+                    parts["sobol2"] = join.second.state_dict()
             for part, arrays in parts.items():
                 state.update({f"field{field_id}/{part}/{name}": a for name, a in arrays.items()})
         return state
@@ -321,8 +344,15 @@ class SensitivityServer(Server):
                 raise ValueError(f"field id {field_id}: the checkpoint has no Sobol' state, but "
                                  "sa_config.sobol_indices is true")
             cells = self.registry.fields[field_id].local_size
-            join = GroupJoin(SobolState.from_state_dict(p["sobol"], self.group_size - 2, steps,
-                                                        cells))
+            second = None
+            if self.config.sa.second_order:
+                if "sobol2" not in p:
+                    raise ValueError(f"field id {field_id}: the checkpoint has no second-order "
+                                     "Sobol' state, but sa_config.second_order is true")
+                second = SecondOrderState(self._p, steps, cells)
+                second.load_state_dict(p["sobol2"])
+            join = GroupJoin(SobolState.from_state_dict(p["sobol"], self._p, steps, cells),
+                             second)
             join.load_state_dict(p["join"])
             self.sobol[field_id] = join
 

@@ -30,7 +30,13 @@ from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from melissa.atomic import fsync_path
-from melissa.server.sa.output import cell_dims, dataset_attrs, leading_dim, long_name
+from melissa.server.sa.output import (
+    PARAMETER_DIMS,
+    cell_dims,
+    dataset_attrs,
+    leading_dim,
+    long_name,
+)
 
 TARGET_CHUNK_CELLS = 1 << 18  # 2 MiB of float64 per chunk: large writes, small reads for plots
 TIME_BLOCK_BYTES = 64 << 20  # results computed per block of time steps, about this many bytes
@@ -186,7 +192,7 @@ class ZarrResults:
             lead = leading_dim(name)
             for dim in lead:
                 coords[dim] = np.asarray(self.leading[dim],
-                                         dtype=str if dim == "parameter" else np.float64)
+                                         dtype=str if dim in PARAMETER_DIMS else np.float64)
             lead_sizes = tuple(len(self.leading[d]) for d in lead)
             fill = np.nan if dtype.kind == "f" else 0
             group.create_array(
@@ -197,7 +203,7 @@ class ZarrResults:
             )
         for dim, coord in coords.items():
             array = group.create_array(dim, shape=coord.shape, chunks=coord.shape,
-                                       dtype=coord.dtype if dim != "parameter" else str,
+                                       dtype=coord.dtype if dim not in PARAMETER_DIMS else str,
                                        dimension_names=(dim,), compressors=None)
             array[...] = coord
 
