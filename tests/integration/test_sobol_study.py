@@ -35,15 +35,18 @@ def example_config(path: Path, **changes: Any) -> dict[str, Any]:
     return config
 
 
-def groups_from_csv(run: Any, model: Any, names: list[str]) -> np.ndarray:
-    """(groups, p + 2, ...) outputs of the study's groups, recomputed from parameters.csv."""
+def groups_from_csv(run: Any, model: Any, names: list[str], second_order: bool = False
+                    ) -> np.ndarray:
+    """(groups, p + 2 or 2p + 2, ...) outputs of the study's groups, recomputed from
+    parameters.csv."""
     rows = run.parameters()
     assert all(r["status"] == "completed" for r in rows)
-    size = len(names) + 2
+    size = len(names) * (2 if second_order else 1) + 2
     ordered = sorted(rows, key=lambda r: int(r["simulation_id"]))
     x = np.array([[float(r[n]) for n in names] for r in ordered])
     members = [r["sobol_member"] for r in ordered[:size]]
-    assert members == ["A", "B", *(f"C_{n}" for n in names)]
+    assert members == ["A", "B", *(f"C_{n}" for n in names),
+                       *(f"D_{n}" for n in names if second_order)]
     y = model(x)
     return y.reshape(len(rows) // size, size, *y.shape[1:])
 
@@ -65,13 +68,15 @@ def ishigami(x: np.ndarray) -> np.ndarray:
 
 
 def test_ishigami_2000_groups_with_the_c_client(launcher: Any, tmp_path: Path) -> None:
-    """10000 C simulations through the launcher: every index within 0.05 of the analytic value,
-    most inside their own 95% interval, all equal to batch Martinez on the same samples."""
+    """2000 groups of 8 C simulations (second order: A, B, C_k, D_k) through the launcher:
+    every first-order, total and second-order index within 0.05 of the analytic value, most
+    inside their own 95% interval, all equal to batch computations on the same samples."""
     run_checked([system_tool("make"), "-s", "-C", str(ISHIGAMI), f"OUT={tmp_path}",
                  f"VENV={PREFIX}", f"CC={system_tool('cc')}"])
     config = example_config(
         ISHIGAMI / "config_c.json", output_dir=str(tmp_path / "out"),
-        client_config={"executable_command": str(tmp_path / "ishigami")})
+        client_config={"executable_command": str(tmp_path / "ishigami")},
+        sa_config={"second_order": True})
     assert config["study_options"]["parameter_sweep_size"] >= 2000
     run = launcher(config, timeout=600)
     assert run.returncode == 0, run.output
@@ -89,8 +94,21 @@ def test_ishigami_2000_groups_with_the_c_client(launcher: Any, tmp_path: Path) -
         for k in range(3)
     ]
     assert sum(inside) >= 5, inside
-    y = groups_from_csv(run, ishigami, ["x1", "x2", "x3"])
-    batch_first, batch_total = batch_martinez(y)
+    y = groups_from_csv(run, ishigami, ["x1", "x2", "x3"], second_order=True)  # (g, 8, 1)
+    second = ds["sobol_second"].values[:, :, 0, 0]
+    assert ds["sobol_second"].dims == ("parameter", "parameter_2", "time", "cell")
+    exact = np.zeros((3, 3))
+    exact[0, 2] = exact[2, 0] = ISHIGAMI_TOTAL[0] - ISHIGAMI_FIRST[0]  # S13 = 0.2437
+    corr = np.corrcoef(y[:, :, 0].T)  # A, B, C_1..C_3, D_1..D_3
+    for k, l in ((0, 1), (0, 2), (1, 2)):
+        assert abs(second[k, l] - exact[k, l]) < 0.05, second
+        assert second[l, k] == second[k, l]
+        assert (ds["sobol_second_low"].values[k, l, 0, 0] <= exact[k, l]
+                <= ds["sobol_second_high"].values[k, l, 0, 0])
+        batch = 0.5 * (corr[2 + k, 5 + l] - corr[1, 2 + k] - corr[0, 5 + l]
+                       + corr[2 + l, 5 + k] - corr[1, 2 + l] - corr[0, 5 + k])
+        assert second[k, l] == pytest.approx(batch, abs=1e-10)
+    batch_first, batch_total = batch_martinez(y[:, :5])
     np.testing.assert_allclose(first, batch_first[:, 0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(total, batch_total[:, 0], rtol=1e-10, atol=1e-12)
     # The other statistics come from the A and B members only: 2 x 2000 independent draws.
