@@ -143,7 +143,8 @@ def field_weights() -> np.ndarray:
 def test_field_model_known_indices_per_cell_on_two_server_ranks(launcher: Any,
                                                                  tmp_path: Path) -> None:
     """u_i = sum_k w_k(i) x_k with independent x_k ~ U(0, 1): S_k(i) = ST_k(i) =
-    w_k(i)^2 / sum_j w_j(i)^2, different in every cell and at each time step."""
+    w_k(i)^2 / sum_j w_j(i)^2, different in every cell and at each time step, and S_kl = 0
+    (second order, Zarr output written by both ranks)."""
     (tmp_path / "model.py").write_text(FIELD_MODEL)
     names = ["a", "b", "c"]
     config = {
@@ -153,14 +154,15 @@ def test_field_model_known_indices_per_cell_on_two_server_ranks(launcher: Any,
         "parameters": [{"name": n, "distribution": "uniform", "low": 0.0, "high": 1.0}
                        for n in names],
         "sampling": {"method": "sobol"},
-        "sa_config": {"sobol_indices": True, "quantiles": [0.25, 0.75], "plot_time_steps": [1]},
+        "sa_config": {"sobol_indices": True, "second_order": True, "quantiles": [0.25, 0.75],
+                      "plot_time_steps": [1], "output_format": "zarr"},
         "client_config": {"executable_command": "python3 model.py"},
         "server_config": {"ranks": 2},
         "launcher_config": {"job_limit": 10, "poll_interval": 0.05},
     }
     run = launcher(config)
     assert run.returncode == 0, run.output
-    ds = xr.open_dataset(run.output_dir / "statistics" / "u.nc")
+    ds = xr.open_zarr(run.output_dir / "statistics" / "u.zarr").load()
     w = field_weights()
     exact = w**2 / (w**2).sum(axis=1, keepdims=True)  # (t, k, cell)
     first = ds["sobol_first"].values.transpose(1, 0, 2)  # (t, k, cell)
@@ -173,7 +175,20 @@ def test_field_model_known_indices_per_cell_on_two_server_ranks(launcher: Any,
     assert ((low - 0.05 <= exact) & (exact <= high + 0.05)).mean() > 0.9
     assert np.abs(first - exact).mean() < 0.1 and np.abs(total - exact).mean() < 0.1
     # Equal, cell by cell, to batch Martinez on the study's own samples.
-    y = groups_from_csv(run, lambda x: np.einsum("tkc,nk->ntc", w, x), names)  # (g, m, t, c)
+    y = groups_from_csv(run, lambda x: np.einsum("tkc,nk->ntc", w, x), names,
+                        second_order=True)  # (g, 8 members, t, c)
+    second = ds["sobol_second"].values  # (k, l, t, c)
+    for k, l in ((0, 1), (0, 2), (1, 2)):
+        assert np.abs(second[k, l]).mean() < 0.1
+        assert ((ds["sobol_second_low"].values[k, l] - 0.05 <= 0)
+                & (0 <= ds["sobol_second_high"].values[k, l] + 0.05)).mean() > 0.9
+        d = y - y.mean(0)
+        r = (lambda i, j: (d[:, i] * d[:, j]).sum(0)
+             / np.sqrt((d[:, i] ** 2).sum(0) * (d[:, j] ** 2).sum(0)))
+        batch = 0.5 * (r(2 + k, 5 + l) - r(1, 2 + k) - r(0, 5 + l)
+                       + r(2 + l, 5 + k) - r(1, 2 + l) - r(0, 5 + k))
+        np.testing.assert_allclose(second[k, l], batch, rtol=1e-9, atol=1e-10)
+    y = y[:, :5]  # A, B, C_k: the first-order members
     for t in range(2):
         batch_first, batch_total = batch_martinez(y[:, :, t])
         np.testing.assert_allclose(first[t], batch_first, rtol=1e-10, atol=1e-12)
