@@ -385,7 +385,7 @@ def second_order_of(y: np.ndarray, steps: int = 1) -> dict[str, np.ndarray]:
 
 def test_second_order_ishigami_equals_batch_and_analytic() -> None:
     """2500 groups, 40 cells as replicates: S13 = 0.2437, S12 = S23 = 0 within 0.05 in nearly
-    every replicate (the estimator's standard deviation is 0.018-0.025), medians within 0.02,
+    every replicate (the estimator's standard deviation is 0.019-0.028), medians within 0.02,
     the Bonferroni intervals cover them, and one pass equals batch NumPy."""
     rng = np.random.default_rng(11)
     a = rng.uniform(-np.pi, np.pi, (2500, 40, 3))
@@ -400,7 +400,7 @@ def test_second_order_ishigami_equals_batch_and_analytic() -> None:
     upper = [(0, 1), (0, 2), (1, 2)]
     for k, l in upper:
         assert abs(np.median(s[k, l]) - exact[k, l]) < 0.02, (k, l)
-        assert (np.abs(s[k, l] - exact[k, l]) < 0.05).mean() >= 0.9, (k, l)  # measured 0.97-1
+        assert (np.abs(s[k, l] - exact[k, l]) < 0.05).mean() >= 0.9, (k, l)  # measured 0.925-0.975
         low, high = out["sobol_second_low"][k, l, 1], out["sobol_second_high"][k, l, 1]
         assert ((low <= exact[k, l]) & (exact[k, l] <= high)).mean() >= 0.95
     # batch, cell 0: ½ [r(C_k, D_l) − r(B, C_k) − r(A, D_l) + r(C_l, D_k) − r(B, C_l) − r(A, D_k)]
