@@ -4,6 +4,7 @@ intervals and undefined cells, against batch NumPy, OpenTURNS and analytic value
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -440,3 +441,32 @@ def test_second_order_state_round_trip_and_sampler_layout() -> None:
     with pytest.raises(ValueError, match="second-order Sobol' state 'cov_cd'"):
         SecondOrderState(4, 1, 4).load_state_dict(
             {**SecondOrderState(4, 1, 4).state_dict(), "sobol2_cov_cd": np.zeros(3)})
+
+
+def test_convergence_figures_reach_the_status_event_and_melissa_monitor() -> None:
+    """The server's per-field figures (sa/convergence.py) as the launcher decodes them from the
+    status event, the study's figure, and melissa-monitor's line."""
+    from melissa.monitor.render import plain
+    from melissa.protocol.events import ServerStatus, decode_event
+    from melissa.server.sa.convergence import (field_convergence, sobol_convergence_figure,
+                                               study_convergence_figure)
+
+    rng = np.random.default_rng(13)
+    y = groups_of(ishigami, 100, 3, 4, rng)
+    joins = []
+    for lo, hi in ((0, 2), (2, 4)):
+        join = GroupJoin(SobolState(3, 1, hi - lo))
+        for g in range(100):
+            for member in range(5):
+                join.add(g * 5 + member, 0, 0, y[g, member, lo:hi])
+        joins.append(join.aggregate.summary())
+    figure = sobol_convergence_figure(joins)
+    fields = {"u": field_convergence(joins, 0.5), "v": field_convergence(joins[:1], 0.1)}
+    assert fields["u"]["widest_interval"] == pytest.approx(figure)
+    assert study_convergence_figure(fields) == max(f["widest_interval"] for f in fields.values())
+    assert np.isnan(study_convergence_figure({"u": {**fields["u"], "widest_interval": None}}))
+    event = decode_event(ServerStatus(sobol_convergence=fields).to_json())
+    assert isinstance(event, ServerStatus) and event.sobol_convergence == fields
+    snapshot = {"simulations": {"total": 500}, "server": {"sobol_convergence": fields}}
+    assert re.search(r"sobol +u: 100 groups, widest 95% interval 0\.\d{3}; aggregated first "
+                     r"order \[0\.\d{3}, 0\.\d{3}, -?0\.\d{3}\]", plain(snapshot))
