@@ -448,8 +448,11 @@ def test_convergence_figures_reach_the_status_event_and_melissa_monitor() -> Non
     status event, the study's figure, and melissa-monitor's line."""
     from melissa.monitor.render import plain
     from melissa.protocol.events import ServerStatus, decode_event
-    from melissa.server.sa.convergence import (field_convergence, sobol_convergence_figure,
-                                               study_convergence_figure)
+    from melissa.server.sa.convergence import (
+        field_convergence,
+        sobol_convergence_figure,
+        study_convergence_figure,
+    )
 
     rng = np.random.default_rng(13)
     y = groups_of(ishigami, 100, 3, 4, rng)
