@@ -178,13 +178,15 @@ def test_field_model_known_indices_per_cell_on_two_server_ranks(launcher: Any,
     y = groups_from_csv(run, lambda x: np.einsum("tkc,nk->ntc", w, x), names,
                         second_order=True)  # (g, 8 members, t, c)
     second = ds["sobol_second"].values  # (k, l, t, c)
+    d = y - y.mean(0)
+
+    def r(i: int, j: int) -> np.ndarray:
+        return (d[:, i] * d[:, j]).sum(0) / np.sqrt((d[:, i] ** 2).sum(0) * (d[:, j] ** 2).sum(0))
+
     for k, l in ((0, 1), (0, 2), (1, 2)):
         assert np.abs(second[k, l]).mean() < 0.1
         assert ((ds["sobol_second_low"].values[k, l] - 0.05 <= 0)
                 & (0 <= ds["sobol_second_high"].values[k, l] + 0.05)).mean() > 0.9
-        d = y - y.mean(0)
-        r = (lambda i, j: (d[:, i] * d[:, j]).sum(0)
-             / np.sqrt((d[:, i] ** 2).sum(0) * (d[:, j] ** 2).sum(0)))
         batch = 0.5 * (r(2 + k, 5 + l) - r(1, 2 + k) - r(0, 5 + l)
                        + r(2 + l, 5 + k) - r(1, 2 + l) - r(0, 5 + k))
         np.testing.assert_allclose(second[k, l], batch, rtol=1e-9, atol=1e-10)
