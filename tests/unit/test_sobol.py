@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import openturns as ot
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -352,6 +353,8 @@ def test_round_off_cells_are_masked_and_maps_say_what_they_show(tmp_path: Path) 
     path = tmp_path / "u.nc"
     write_field_results(path, "u", {**counts, **out}, shape=(6, 10), thresholds=[], attrs={},
                         parameters=["x1", "x2", "x3"])
+    with xr.open_dataset(path) as ds:  # the field's own axes, which the maps use
+        assert ds["sobol_first"].dims == ("parameter", "time", "y", "x")
     paths = plot_statistics(path, tmp_path / "plots", [0])
     assert {p.name for p in paths} >= {"u_sobol_first.png", "u_sobol_total.png"}
     note = index_note(first[0])
