@@ -4,7 +4,8 @@ and the study's convergence figure, the widest 95% interval among them.
 Every rank's per-field `AggregatedSobol.summary()` travels in its status; rank 0 combines them
 (`field_convergence`), logs a row per field to statistics/sobol_convergence.csv and adds the
 figures to the "status" event (key "sobol_convergence"), which the launcher shows and
-melissa-monitor displays.
+melissa-monitor displays. `study_convergence_figure` reads that event on the launcher's side;
+this module imports the server's statistics (Numba) only where it computes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from melissa.server.stats.sobol_aggregate import combine, widest_interval
-
 KINDS = ("first", "total")
 
 
@@ -24,6 +23,8 @@ def sobol_convergence_figure(summaries: Sequence[Mapping[str, Any]]) -> float:
     """The convergence figure of one field now: the widest 95% interval of its aggregated
     first-order and total indices, from every server rank's `AggregatedSobol.summary()` of the
     field (NaN until 4 groups are complete on every rank)."""
+    from melissa.server.stats.sobol_aggregate import combine, widest_interval
+
     return widest_interval(combine(summaries))
 
 
@@ -41,6 +42,8 @@ def field_convergence(summaries: Sequence[Mapping[str, Any]], join_mb: float
     """JSON-able (NaN as null): "groups" (complete on every rank), "widest_interval", "join_mb",
     and per kind (first, total) the aggregated indices and their "_low"/"_high" bounds, one
     value per parameter."""
+    from melissa.server.stats.sobol_aggregate import combine, widest_interval
+
     aggregated = combine(summaries)
     out: dict[str, Any] = {"groups": int(aggregated["groups"]),
                            "widest_interval": _json(widest_interval(aggregated)),
