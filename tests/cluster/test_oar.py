@@ -115,31 +115,47 @@ def test_failed_and_walltime_killed_simulations_are_resubmitted(tmp_path: Path) 
 
 
 def test_killed_launcher_resumes_adopting_its_oar_jobs(tmp_path: Path) -> None:
-    # Slow simulations (5 s a step) keep their jobs running across the launcher's death.
+    """The resumed launcher follows the dead one's OAR jobs and stops them with oardel (its new
+    server restarts from the checkpoint, the clients of the old one are resubmitted)."""
+    # Slow simulations (10 s a step) keep their jobs running across the launcher's death.
     (tmp_path / "sim.py").write_text(SIMULATION.replace(
         "import numpy as np", "import numpy as np\nimport time as _time", 1).replace(
-        "melissa.send(", "_time.sleep(5); melissa.send(", 1))
+        "melissa.send(", "_time.sleep(10); melissa.send(", 1))
     config = oar_config()
     launcher = start_launcher(tmp_path, config)
     out = tmp_path / "out"
     deadline = time.monotonic() + 120
     try:
-        while len(job_ids(out) if (out / "logs" / "launcher.log").exists() else {}) < SIMS + 1:
-            assert launcher.poll() is None and time.monotonic() < deadline, "no submissions"
+        while True:  # until every simulation's job runs
+            ids = job_ids(out) if (out / "logs" / "launcher.log").exists() else {}
+            if len(ids) == SIMS + 1:
+                states = {j: job["state"] for j, job in oarstat(sum(ids.values(), [])).items()}
+                if set(states.values()) == {"Running"}:
+                    break
+            assert launcher.poll() is None and time.monotonic() < deadline, "no jobs running"
             time.sleep(0.5)
-        running = set(oarstat([j for js in job_ids(out).values() for j in js]))
     finally:
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.communicate()
-    before = job_ids(out)
     run = run_launcher(config, tmp_path, "--resume", timeout=300)
     assert run.returncode == 0, run.output
     assert_equals_numpy(run)
     after = job_ids(out)
-    # The simulations submitted before the kill were adopted, not submitted again.
-    for name, js in before.items():
-        if name != "server":
-            assert after[name] == js, (name, before, after)
-    assert running >= {j for name, js in before.items() for j in js if name != "server"}
+    old = oarstat(sum(ids.values(), []))
+    events = {j: {e["type"] for e in job["events"]} for j, job in old.items()}
+    assert all(job["state"] in ("Error", "Terminated") for job in old.values()), old
+    assert "FRAG_JOB_REQUEST" in events[ids["server"][0]]  # oardel by the new launcher
+    deleted = 0
+    rows = {f"simulation {r['simulation_id']}": r for r in run.parameters()}
+    for name, js in ids.items():
+        assert after[name][0] == js[0], (name, ids, after)
+        if name == "server":
+            continue
+        if len(after[name]) == 1:  # complete in the server's checkpoint before the kill
+            assert rows[name]["attempts"] == "1", rows[name]
+        else:
+            assert rows[name]["message"] == "attempt 0: stopped, the server was restarted"
+            deleted += "FRAG_JOB_REQUEST" in events[js[0]]
+    assert deleted > 0, (events, rows)  # running simulations were adopted, then oardel-ed
     log = (run.output_dir / "logs" / "launcher.log").read_text()
-    assert "resumed" in log, log
+    assert "resumed: 0 simulations completed" in log, log
