@@ -43,7 +43,8 @@ def measure(name: str, jobs: int, workdir: Path) -> dict[str, float]:
         job_id = scheduler.submit(spec)
         submit_s.append(time.perf_counter() - start)
         submitted[job_id] = time.monotonic()
-    query_s, ended = [], {}
+    query_s: list[float] = []
+    ended: dict[str, float] = {}
     deadline = time.monotonic() + 300
     while len(ended) < jobs:
         if time.monotonic() > deadline:
@@ -72,16 +73,16 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"slurm": [], "oar": []}
     with tempfile.TemporaryDirectory(prefix="melissa-bench-") as tmp:
         for round_ in range(args.rounds):
-            for name in results:
+            for name, rows in results.items():
                 workdir = Path(tmp) / f"{name}{round_}"
                 workdir.mkdir()
-                results[name].append(measure(name, args.jobs, workdir))
+                rows.append(measure(name, args.jobs, workdir))
     keys = ["submit_median", "submit_max", "query_median", "query_per_job", "turnaround_median"]
     print(f"{args.jobs} jobs of `sleep 1`, {args.rounds} rounds; seconds, median over rounds")
     print(f"{'':8}" + "".join(f"{k:>19}" for k in keys))
     med = {n: {k: statistics.median(r[k] for r in rs) for k in keys} for n, rs in results.items()}
-    for name in results:
-        print(f"{name:8}" + "".join(f"{med[name][k]:19.4f}" for k in keys))
+    for name, row in med.items():
+        print(f"{name:8}" + "".join(f"{row[k]:19.4f}" for k in keys))
     print(f"{'oar/slurm':8}" + "".join(f"{med['oar'][k] / med['slurm'][k]:19.2f}" for k in keys))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.test_multinode import SIMS, assert_equals_numpy
-from tests.integration.conftest import LauncherRun, run_launcher, start_launcher
+from tests.integration.conftest import run_launcher, start_launcher
 from tests.integration.test_parallel import SIMULATION
 
 pytestmark = pytest.mark.oar
@@ -59,6 +59,10 @@ def job_ids(run_dir: Path) -> dict[str, list[str]]:
     return ids
 
 
+def all_jobs(ids: dict[str, list[str]]) -> list[str]:
+    return [j for js in ids.values() for j in js]
+
+
 def oarstat(ids: list[str]) -> dict[str, dict[str, Any]]:
     argv = ["oarstat", "-f", "-J"] + [a for j in ids for a in ("-j", j)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
@@ -71,7 +75,7 @@ def test_sa_study_server_and_simulations_on_different_oar_nodes(tmp_path: Path) 
     assert run.returncode == 0, run.output
     assert_equals_numpy(run)
     ids = job_ids(run.output_dir)
-    jobs = oarstat([j for js in ids.values() for j in js])
+    jobs = oarstat(all_jobs(ids))
     assert jobs[ids["server"][0]]["assigned_network_address"] == [O1]
     clients = {a for name, js in ids.items() if name != "server"
                for j in js for a in jobs[j]["assigned_network_address"]}
@@ -129,7 +133,7 @@ def test_killed_launcher_resumes_adopting_its_oar_jobs(tmp_path: Path) -> None:
         while True:  # until every simulation's job runs
             ids = job_ids(out) if (out / "logs" / "launcher.log").exists() else {}
             if len(ids) == SIMS + 1:
-                states = {j: job["state"] for j, job in oarstat(sum(ids.values(), [])).items()}
+                states = {j: job["state"] for j, job in oarstat(all_jobs(ids)).items()}
                 if set(states.values()) == {"Running"}:
                     break
             assert launcher.poll() is None and time.monotonic() < deadline, "no jobs running"
@@ -141,7 +145,7 @@ def test_killed_launcher_resumes_adopting_its_oar_jobs(tmp_path: Path) -> None:
     assert run.returncode == 0, run.output
     assert_equals_numpy(run)
     after = job_ids(out)
-    old = oarstat(sum(ids.values(), []))
+    old = oarstat(all_jobs(ids))
     events = {j: {e["type"] for e in job["events"]} for j, job in old.items()}
     assert all(job["state"] in ("Error", "Terminated") for job in old.values()), old
     assert "FRAG_JOB_REQUEST" in events[ids["server"][0]]  # oardel by the new launcher
