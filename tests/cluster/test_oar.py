@@ -88,6 +88,26 @@ def test_sa_study_server_and_simulations_on_different_oar_nodes(tmp_path: Path) 
     assert "#OAR -l" not in script  # the user's -l replaces the backend's /core=<ranks>
 
 
+def test_two_rank_server_through_mpirun_on_one_oar_node(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job of several ranks: `mpirun -machinefile "$OAR_NODE_FILE"` on the node OAR gave it
+    (within one node: across nodes mpirun needs oarsh, which needs OAR's cpuset manager, which the
+    namespace nodes cannot run; docs/schedulers.md)."""
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")  # the tests run as root
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    (tmp_path / "sim.py").write_text(SIMULATION)
+    config = oar_config(scheduler_arg_server=["-p", "host='o1'", "-l",
+                                              "/host=1/core=2,walltime=0:10:0"])
+    config["server_config"]["ranks"] = 2
+    run = run_launcher(config, tmp_path, timeout=300)
+    assert run.returncode == 0, run.output
+    assert_equals_numpy(run, server_ranks=2)
+    server = oarstat(job_ids(run.output_dir)["server"])
+    assert next(iter(server.values()))["assigned_network_address"] == [O1]
+    assert 'mpirun -np 2 -machinefile "$OAR_NODE_FILE"' in (
+        run.output_dir / "jobs" / "server.sh").read_text()
+
+
 # Attempt 0 of simulation 0 exits 3, attempt 0 of simulation 1 outlives its 20 s walltime;
 # their resubmissions (MELISSA_ATTEMPT=1) and the other simulations complete.
 FAILING = SIMULATION.replace("import numpy as np", """import numpy as np
