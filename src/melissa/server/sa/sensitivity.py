@@ -56,6 +56,12 @@ class SensitivityServer(Server):
         self.held = HeldChunks(self._hold_budget)  # running simulations' chunks, until complete
         self.early = EarlyCommits()  # simulations committed before completing (hold budget)
         self._abandoned_included: list[int] = []  # over every rank, known once finishing
+        if self._hold_budget > 0:
+            log.info("running simulations' data held up to %g MB on this rank "
+                     "(sa_config.hold_memory_mb)", self.config.sa.hold_memory_mb)
+        else:
+            log.info("sa_config.hold_memory_mb 0: every chunk goes to the statistics on arrival; "
+                     "a simulation abandoned later leaves its data in, flagged")
         self.dropped: set[int] = set()  # simulations whose partial data was left out
         self._convergence: dict[str, dict[str, Any]] = {}  # this rank's, refreshed periodically
         self._figure_parts: dict[str, list[float]] = {}  # stop_when: this rank's partial sums
@@ -112,9 +118,10 @@ class SensitivityServer(Server):
             for field_id, time_step, start, values in self.held.chunks(member):
                 self._commit(member, field_id, time_step, start, values)
             freed += self.held.drop(member)
-        log.info("hold_memory_mb (%.0f MB) reached: committed simulations %s before they "
-                 "complete (%.1f MB); should they be abandoned, their data stays in the results",
-                 self.config.sa.hold_memory_mb, list(members), freed / 1e6)
+        if self._hold_budget > 0:  # 0: every simulation, said once in on_field's line
+            log.info("hold_memory_mb (%g MB) reached: committed simulations %s before they "
+                     "complete (%.1f MB); should they be abandoned, their data stays in the "
+                     "results", self.config.sa.hold_memory_mb, list(members), freed / 1e6)
 
     def _commit(self, simulation_id: int, field_id: int, time_step: int, start: int,
                 values: np.ndarray) -> None:
