@@ -8,6 +8,7 @@ a boolean (an integer is still a valid float).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -184,10 +185,19 @@ class SAConfig(Section):
         "exact (np.quantile, 'linear') up to quantile_exact_samples samples, then by "
         "density-scaled Robbins-Monro, always within the cell's [min, max].",
     )
-    quantile_exact_samples: int = Field(
-        default=8, ge=0, le=10_000,
-        description="Samples per cell and time step kept to give exact quantiles (8 bytes "
-        "each; the estimates reuse the memory beyond). Default 8.",
+    quantile_exact_samples: int | Literal["auto"] = Field(
+        default="auto",
+        description='K: samples per cell and time step kept to give exact quantiles (8 bytes '
+        'each; the estimates reuse the memory beyond), an integer in [0, 10000], or "auto" '
+        "(default): the samples each cell will receive in this study (parameter_sweep_size, "
+        "twice that with sobol_indices), at most 1000 and as many as fit in "
+        "quantile_memory_mb.",
+    )
+    quantile_memory_mb: float = Field(
+        default=1024.0, gt=0,
+        description='Memory per server rank for the quantile state when quantile_exact_samples '
+        'is "auto", shared equally by the fields: K is capped so that each field\'s blocks '
+        "(8 bytes x K x its cells on the rank x time steps) fit in its share.",
     )
     sobol_indices: bool = Field(
         default=False,
@@ -234,6 +244,14 @@ class SAConfig(Section):
         description="Compress the Zarr results (Blosc with byte shuffle): zstd is smaller, lz4 "
         "faster. Needs Zarr output.",
     )
+
+    @field_validator("quantile_exact_samples", mode="before")
+    @classmethod
+    def _exact_samples(cls, value: object) -> object:
+        """One clear line rather than one per member of the union."""
+        if value == "auto" or (type(value) is int and 0 <= value <= 10_000):
+            return value
+        raise ValueError(f'must be an integer in [0, 10000] or "auto", got {json.dumps(value)}')
 
     @model_validator(mode="after")
     def _thresholds(self) -> SAConfig:

@@ -2,7 +2,8 @@
 
 Each (time step, cell) owns a block of W float64 words (docs/statistics.md, Quantiles):
 
-- while the cell has n <= K samples (K = `sa_config.quantile_exact_samples`), the block holds
+- while the cell has n <= K samples (K = `sa_config.quantile_exact_samples`; "auto": see
+  auto_exact_samples), the block holds
   them, sorted (NaN last, as np.sort): the result is np.quantile(x, levels) ('linear', Hyndman
   and Fan's type 7) of the block, computed at output time, bit for bit, whatever the order the
   samples came in;
@@ -34,9 +35,35 @@ import numpy as np
 from numba import njit
 
 
+# "auto" K: at most this many samples (each costs O(K) to insert), and this many where the
+# study's size is unknown (a FieldStatistics made without it).
+AUTO_MAX_SAMPLES = 1000
+UNKNOWN_STUDY_SAMPLES = 8
+
+
 def block_words(exact_samples: int, nb_levels: int) -> int:
     """W: float64 words per cell and time step for K exact samples and L levels."""
     return max(exact_samples, (3 * nb_levels + 1) // 2)
+
+
+def auto_exact_samples(
+    planned: int | None, nb_time_steps: int, n_cells: int, nb_levels: int, budget_bytes: float
+) -> tuple[int, str]:
+    """K for quantile_exact_samples "auto" and why: the samples a cell will receive (`planned`),
+    at most AUTO_MAX_SAMPLES and as many as fit in `budget_bytes` for n_cells × nb_time_steps
+    blocks (the ⌈1.5 L⌉ words the estimates take anyway never count against it)."""
+    if planned is None:
+        return UNKNOWN_STUDY_SAMPLES, "the study's size is unknown here"
+    fit = int(budget_bytes // (8 * nb_time_steps * max(n_cells, 1)))
+    free = block_words(0, nb_levels)
+    k = min(planned, max(fit, free), AUTO_MAX_SAMPLES)
+    if k == planned:
+        return k, f"every cell's {planned} planned samples: exact quantiles"
+    if k == AUTO_MAX_SAMPLES:
+        return k, f"{planned} planned samples, capped at {AUTO_MAX_SAMPLES}"
+    return k, (f"{planned} planned samples, but {nb_time_steps} time steps × {n_cells} cells "
+               f"× 8 bytes × K must fit in {budget_bytes / 2**20:.6g} MiB "
+               f"(sa_config.quantile_memory_mb)")
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
