@@ -273,12 +273,14 @@ def test_auto_k_is_the_study_size_capped_by_the_memory_budget_and_the_maximum() 
     k, why = quantiles.auto_exact_samples(200, 100, 1000, 3, 64 * mib)  # 83 words fit
     assert k == 83 and "quantile_memory_mb" in why and "64 MiB" in why
     assert FieldStatistics(100, 1000, AUTO, k).nbytes <= 64 * mib + 2 * 8 * 100 * 1000 + 4096
-    # The ceil(1.5 L) words the estimates take anyway: never fewer, whatever the budget.
-    assert quantiles.auto_exact_samples(200, 100, 10_000, 5, 1)[0] == 8
+    # Never fewer than 8 (the memory table's K) nor the ceil(1.5 L) words the estimates take.
+    assert quantiles.auto_exact_samples(200, 100, 10_000, 3, 1)[0] == 8
+    assert quantiles.auto_exact_samples(200, 100, 10_000, 7, 1)[0] == 11
+    assert quantiles.auto_exact_samples(5, 100, 10_000, 3, 1)[0] == 5
     assert quantiles.auto_exact_samples(10**5, 1, 1, 3, 1024 * mib)[0] == 1000
     assert quantiles.auto_exact_samples(None, 1, 1, 3, 1024 * mib) == (
-        quantiles.UNKNOWN_STUDY_SAMPLES, "the study's size is unknown here")
-    assert FieldStatistics(1, 1, AUTO).exact_samples == quantiles.UNKNOWN_STUDY_SAMPLES
+        quantiles.BASE_SAMPLES, "the study's size is unknown here")
+    assert FieldStatistics(1, 1, AUTO).exact_samples == quantiles.BASE_SAMPLES
 
 
 @pytest.mark.parametrize("value, shown", [

@@ -40,13 +40,13 @@ class FieldStatistics:
         self, nb_time_steps: int, n_cells: int, sa: SAConfig, exact_samples: int | None = None
     ) -> None:
         """exact_samples: K of the quantiles; by default sa.quantile_exact_samples, or for "auto"
-        quantiles.UNKNOWN_STUDY_SAMPLES (the server passes the K it chose for the study)."""
+        quantiles.BASE_SAMPLES (the server passes the K it chose for the study)."""
         if nb_time_steps < 1 or n_cells < 0:
             raise ValueError(
                 f"need nb_time_steps >= 1 and n_cells >= 0, got {nb_time_steps} and {n_cells}"
             )
         if exact_samples is None:
-            exact_samples = (quantiles.UNKNOWN_STUDY_SAMPLES if sa.quantile_exact_samples == "auto"
+            exact_samples = (quantiles.BASE_SAMPLES if sa.quantile_exact_samples == "auto"
                              else sa.quantile_exact_samples)
         if exact_samples < 0:
             raise ValueError(f"need exact_samples >= 0, got {exact_samples}")
@@ -309,7 +309,7 @@ def compile_kernels(sa: SAConfig) -> None:
 def _restored_exact_samples(state: dict[str, np.ndarray], sa: SAConfig) -> int:
     """K of a state: its own with "auto", else the configured one, which it must match."""
     if "quantile_exact" not in state:
-        return quantiles.UNKNOWN_STUDY_SAMPLES
+        return quantiles.BASE_SAMPLES
     stored = np.asarray(state["quantile_exact"])
     if stored.shape != (1,) or stored.dtype.kind not in "iu" or stored[0] < 0:
         raise ValueError(f"state 'quantile_exact' must be [K >= 0], got {stored.tolist()}")

@@ -35,10 +35,11 @@ import numpy as np
 from numba import njit
 
 
-# "auto" K: at most this many samples (each costs O(K) to insert), and this many where the
-# study's size is unknown (a FieldStatistics made without it).
+# "auto" K: at most AUTO_MAX_SAMPLES (each sample costs O(K) to insert); never fewer than
+# BASE_SAMPLES (the K of the memory table in docs/statistics.md) whatever the budget; and
+# BASE_SAMPLES where the study's size is unknown (a FieldStatistics made without it).
 AUTO_MAX_SAMPLES = 1000
-UNKNOWN_STUDY_SAMPLES = 8
+BASE_SAMPLES = 8
 
 
 def block_words(exact_samples: int, nb_levels: int) -> int:
@@ -51,19 +52,21 @@ def auto_exact_samples(
 ) -> tuple[int, str]:
     """K for quantile_exact_samples "auto" and why: the samples a cell will receive (`planned`),
     at most AUTO_MAX_SAMPLES and as many as fit in `budget_bytes` for n_cells × nb_time_steps
-    blocks (the ⌈1.5 L⌉ words the estimates take anyway never count against it)."""
+    blocks, but never fewer than BASE_SAMPLES nor than the ⌈1.5 L⌉ words the estimates take
+    anyway."""
     if planned is None:
-        return UNKNOWN_STUDY_SAMPLES, "the study's size is unknown here"
+        return BASE_SAMPLES, "the study's size is unknown here"
     fit = int(budget_bytes // (8 * nb_time_steps * max(n_cells, 1)))
-    free = block_words(0, nb_levels)
-    k = min(planned, max(fit, free), AUTO_MAX_SAMPLES)
+    floor = max(BASE_SAMPLES, block_words(0, nb_levels))
+    k = min(planned, max(fit, floor), AUTO_MAX_SAMPLES)
     if k == planned:
         return k, f"every cell's {planned} planned samples: exact quantiles"
     if k == AUTO_MAX_SAMPLES:
         return k, f"{planned} planned samples, capped at {AUTO_MAX_SAMPLES}"
     return k, (f"{planned} planned samples, but {nb_time_steps} time steps × {n_cells} cells "
                f"× 8 bytes × K must fit in {budget_bytes / 2**20:.6g} MiB "
-               f"(sa_config.quantile_memory_mb)")
+               f"(sa_config.quantile_memory_mb)" + (f"; K is never below {floor}"
+                                                     if fit < floor else ""))
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
