@@ -277,7 +277,8 @@ def test_auto_k_is_the_study_size_capped_by_the_memory_budget_and_the_maximum() 
     assert quantiles.auto_exact_samples(200, 100, 10_000, 3, 1)[0] == 8
     assert quantiles.auto_exact_samples(200, 100, 10_000, 7, 1)[0] == 11
     assert quantiles.auto_exact_samples(5, 100, 10_000, 3, 1)[0] == 5
-    assert quantiles.auto_exact_samples(10**5, 1, 1, 3, 1024 * mib)[0] == 1000
+    assert quantiles.auto_exact_samples(10**5, 1, 1, 3, 1024 * mib) == (
+        10_000, "100000 planned samples, capped at 10000")
     assert quantiles.auto_exact_samples(None, 1, 1, 3, 1024 * mib) == (
         quantiles.BASE_SAMPLES, "the study's size is unknown here")
     assert FieldStatistics(1, 1, AUTO).exact_samples == quantiles.BASE_SAMPLES

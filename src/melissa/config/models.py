@@ -190,7 +190,7 @@ class SAConfig(Section):
         description='K: samples per cell and time step kept to give exact quantiles (8 bytes '
         'each; the estimates reuse the memory beyond), an integer in [0, 10000], or "auto" '
         "(default): the samples each cell will receive in this study (parameter_sweep_size, "
-        "twice that with sobol_indices), at most 1000 and as many as fit in "
+        "twice that with sobol_indices), at most 10000 and as many as fit in "
         "quantile_memory_mb.",
     )
     quantile_memory_mb: float = Field(

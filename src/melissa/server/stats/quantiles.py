@@ -3,10 +3,9 @@
 Each (time step, cell) owns a block of W float64 words (docs/statistics.md, Quantiles):
 
 - while the cell has n <= K samples (K = `sa_config.quantile_exact_samples`; "auto": see
-  auto_exact_samples), the block holds
-  them, sorted (NaN last, as np.sort): the result is np.quantile(x, levels) ('linear', Hyndman
-  and Fan's type 7) of the block, computed at output time, bit for bit, whatever the order the
-  samples came in;
+  auto_exact_samples), the block holds them in arrival order (one store per sample, whatever
+  K): the result is np.quantile(x, levels) ('linear', Hyndman and Fan's type 7) of the block,
+  computed at output time, bit for bit, whatever the order the samples came in;
 - with the (K+1)-th sample, the kernel computes that exact quantile of the K + 1 samples for
   every level and a kernel estimate of the density there, and the block holds from then on per
   level the estimate q (float64, words [0, L)) and the density f (float32, the float32 slots
@@ -35,10 +34,10 @@ import numpy as np
 from numba import njit
 
 
-# "auto" K: at most AUTO_MAX_SAMPLES (each sample costs O(K) to insert); never fewer than
+# "auto" K: at most AUTO_MAX_SAMPLES (as an integer quantile_exact_samples); never fewer than
 # BASE_SAMPLES (the K of the memory table in docs/statistics.md) whatever the budget; and
 # BASE_SAMPLES where the study's size is unknown (a FieldStatistics made without it).
-AUTO_MAX_SAMPLES = 1000
+AUTO_MAX_SAMPLES = 10_000
 BASE_SAMPLES = 8
 
 
@@ -112,12 +111,8 @@ def update(
                     low[t, c] = min(low[t, c], xi)
                     high[t, c] = max(high[t, c], xi)
             block = words[t, c]
-            if n <= exact:  # insertion into the sorted samples, NaN last
-                i = n - 1
-                while i > 0 and (np.isnan(block[i - 1]) or block[i - 1] > xi):
-                    block[i] = block[i - 1]
-                    i -= 1
-                block[i] = xi
+            if n <= exact:  # in arrival order: np.quantile selects the order statistics
+                block[n - 1] = xi
                 continue
             if n == exact + 1:
                 _start_estimates(block, halves[t, c], xi, levels, scratch)
@@ -137,13 +132,9 @@ def _start_estimates(
     """With the (K+1)-th sample xi: the exact quantiles of the K + 1 samples, and the density at
     each by the recursion's kernel (bandwidth C/√m) over them; NaN if a sample is NaN."""
     m = scratch.shape[0]
-    i = m - 1
-    while i > 0 and (np.isnan(block[i - 1]) or block[i - 1] > xi):
-        scratch[i] = block[i - 1]
-        i -= 1
-    scratch[i] = xi
-    for j in range(i):
-        scratch[j] = block[j]
+    scratch[: m - 1] = block[: m - 1]
+    scratch[m - 1] = xi
+    scratch.sort()  # NaN last, as np.sort
     nl = levels.shape[0]
     if np.isnan(scratch[m - 1]):
         for j in range(nl):
@@ -223,11 +214,10 @@ def check_mergeable(n_a: np.ndarray, n_b: np.ndarray, exact: int) -> None:
 
 def merge(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> None:
     """Merge blocks b (C, W) of counts n_b (C,) into a (one time step), as checked by
-    check_mergeable: b's block where a has no sample, else both sorted sample lists merged."""
+    check_mergeable: b's block where a has no sample, else b's samples after a's."""
     a[n_a == 0] = b[n_a == 0]
     for c in np.flatnonzero((n_a > 0) & (n_b > 0)):
-        m = n_a[c] + n_b[c]
-        a[c, :m] = np.sort(np.concatenate((a[c, : n_a[c]], b[c, : n_b[c]])))
+        a[c, n_a[c] : n_a[c] + n_b[c]] = b[c, : n_b[c]]
 
 
 def merge_extremes(
