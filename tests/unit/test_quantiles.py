@@ -63,11 +63,12 @@ def reference(x: np.ndarray, levels: list[float], exact: int) -> np.ndarray:
     return np.array(q)
 
 
-def test_kernel_follows_the_recursion() -> None:
+@pytest.mark.parametrize("exact", [K, 40])  # the switch sorts by insertion, then np.sort
+def test_kernel_follows_the_recursion(exact: int) -> None:
     x = np.random.default_rng(0).lognormal(size=(300, 4))
-    got = estimate(x)
+    got = estimate(x, AUTO, exact)
     for c in range(4):
-        np.testing.assert_allclose(got[:, c], reference(x[:, c], LEVELS, K), rtol=1e-12)
+        np.testing.assert_allclose(got[:, c], reference(x[:, c], LEVELS, exact), rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -204,11 +205,13 @@ def test_no_sample_and_nan_samples_as_np_quantile() -> None:
 
 
 @pytest.mark.parametrize("sa", [SA, SAConfig(mean=False, min=True, max=True, quantiles=LEVELS)])
-def test_a_nan_sample_beyond_k_makes_the_quantiles_nan(sa: SAConfig) -> None:
-    x = np.random.default_rng(4).normal(size=(K + 5, 2))
-    x[K + 2, 0] = np.nan
-    q = estimate(x, sa)
-    assert np.isnan(q[:, 0]).all() and np.isfinite(q[:, 1]).all()
+@pytest.mark.parametrize("exact", [K, 40])
+def test_a_nan_sample_beyond_k_makes_the_quantiles_nan(sa: SAConfig, exact: int) -> None:
+    x = np.random.default_rng(4).normal(size=(exact + 5, 3))
+    x[exact + 2, 0] = np.nan
+    x[1, 2] = np.nan  # in the exact phase: NaN through the switch
+    q = estimate(x, sa, exact)
+    assert np.isnan(q[:, 0]).all() and np.isfinite(q[:, 1]).all() and np.isnan(q[:, 2]).all()
 
 
 @pytest.mark.parametrize("sa", [SA, SAConfig(mean=False, min=True, max=True, quantiles=LEVELS)])
