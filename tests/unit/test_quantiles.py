@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from pydantic import ValidationError
 
 from melissa.config.models import SAConfig

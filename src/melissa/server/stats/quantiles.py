@@ -33,7 +33,6 @@ import math
 import numpy as np
 from numba import njit
 
-
 # "auto" K: at most AUTO_MAX_SAMPLES (as an integer quantile_exact_samples); never fewer than
 # BASE_SAMPLES (the K of the memory table in docs/statistics.md) whatever the budget; and
 # BASE_SAMPLES where the study's size is unknown (a FieldStatistics made without it).
