@@ -139,6 +139,11 @@ class BreedOptions(Section):
         default=0.01, gt=0,
         description="Smallest standard deviation of a mutation in any direction (unit cube).",
     )
+    candidates: int = Field(
+        default=30, gt=0,
+        description="A fresh draw is the farthest from every simulation so far of this many "
+        "uniform draws (1: plain uniform draws).",
+    )
     retries: int = Field(
         default=5, ge=0,
         description="An out-of-bounds child is tried again this many times, each with the "
@@ -292,6 +297,13 @@ class DLConfig(Section):
         default=None, ge=0,
         description="the reservoirs: batches trained after the last simulation ended; null: "
         "until every sample (pair) in the buffer was used at least once.",
+    )
+    batches_per_sample: float | None = Field(
+        default=None, gt=0,
+        description="While simulations still send: at most this many batches per sample the "
+        "server rank received so far (training waits for data beyond), so the training a study "
+        "gets depends on its data, not on how long its simulations took; null: as many batches "
+        "as the time allows.",
     )
     nb_batches_update: int = Field(
         default=100, gt=0,
