@@ -119,16 +119,16 @@ class BreedOptions(Section):
 
     generation_size: int = Field(
         default=10, gt=0,
-        description="Simulations per generation; generation 0 is drawn at random, each later "
+        description="Simulations per generation; generation 0 is a Halton set, each later "
         "one is bred once the earlier ones finished and their fitness is known.",
     )
     exploration_start: float = Field(
         default=0.5, ge=0, le=1,
-        description="Fraction of fresh random draws in generation 1.",
+        description="Fraction of fresh (space-filling) draws in generation 1.",
     )
     exploration_end: float = Field(
         default=0.1, ge=0, le=1,
-        description="Fraction of fresh random draws in the last generation (linear between).",
+        description="Fraction of fresh draws in the last generation (linear between).",
     )
     mutation_scale: float = Field(
         default=0.5, gt=0,

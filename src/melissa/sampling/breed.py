@@ -6,10 +6,12 @@ population, the simulations so far with their unit coordinates and fitness (for 
 loss on the simulation's samples). Anything that yields a fitness per simulation can use it, a
 statistics server as well as a training one.
 
-Generation g >= 1 of n children (docs/deep-learning.md#active-sampling-breed):
+Generation 0 is a scrambled Halton set (space-filling). Generation g >= 1 of n children
+(docs/deep-learning.md#active-sampling-breed):
 
-- a fraction of fresh uniform draws, from `exploration_start` at generation 1 linearly to
-  `exploration_end` at the last generation;
+- a fraction of fresh draws, from `exploration_start` at generation 1 linearly to
+  `exploration_end` at the last generation, each the farthest of `candidates` uniform draws from
+  every point so far (it fills the largest hole, where the model is least constrained);
 - the others each pick a parent with probability proportional to its fitness and add a Gaussian
   mutation of covariance mutation_scale^2 * C + min_mutation^2 * I, where C is the
   fitness-weighted covariance of the population: it adapts, shrinking as the fitness
@@ -44,7 +46,7 @@ class Member:
 @dataclass(frozen=True)
 class Child:
     unit: np.ndarray
-    parent: int | None  # simulation id; None for a fresh random draw
+    parent: int | None  # simulation id; None for a fresh draw
 
 
 class BreedPolicy:
@@ -58,7 +60,7 @@ class BreedPolicy:
         return -(-budget // self.options.generation_size)
 
     def exploration(self, generation: int, generations: int) -> float:
-        """Fraction of fresh random draws in `generation` (>= 1) of `generations`."""
+        """Fraction of fresh draws in `generation` (>= 1) of `generations`."""
         o = self.options
         if generations <= 2:
             return o.exploration_start
