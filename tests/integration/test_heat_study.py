@@ -14,6 +14,7 @@ from tests.integration.conftest import HEAT, LauncherRun
 
 NX, NY, STEPS, SIMS = 12, 9, 6, 10
 THRESHOLDS = [250.0, 320.0]
+LEVELS = [0.05, 0.5, 0.95]
 
 
 def heat_config() -> dict[str, Any]:
@@ -29,7 +30,8 @@ def heat_config() -> dict[str, Any]:
         "sampling": {"method": "lhs"},
         "sa_config": {"mean": True, "variance": True, "skewness": True, "kurtosis": True,
                       "min": True, "max": True, "threshold_exceedance": True,
-                      "threshold_values": THRESHOLDS, "plot_time_steps": [0, STEPS - 1]},
+                      "threshold_values": THRESHOLDS, "plot_time_steps": [0, STEPS - 1],
+                      "quantiles": LEVELS, "quantile_exact_samples": SIMS},
         "client_config": {
             "executable_command": f"python3 {HEAT} --nx {NX} --ny {NY} --steps {STEPS}"},
         "launcher_config": {"job_limit": 3},
@@ -80,6 +82,9 @@ def test_heat_study_equals_offline_numpy(launcher: Any) -> None:
     assert (ds["maximum_simulation"].values == ids[x.argmax(axis=0)]).all()
     for i, t in enumerate(THRESHOLDS):
         assert (ds["threshold_exceedance"].values[i] == (x > t).sum(axis=0)).all()
+    # Up to quantile_exact_samples simulations the quantiles are np.quantile's.
+    np.testing.assert_allclose(ds["quantile"].values, np.quantile(x, LEVELS, axis=0),
+                               rtol=1e-12, atol=0, err_msg="quantile")
     assert "ddof=1" in ds.attrs["variance"]
     ds.close()
 

@@ -185,8 +185,14 @@ class SAConfig(Section):
     )
     quantiles: list[float] = Field(
         default_factory=list,
-        description="Quantile levels in (0, 1) to estimate per cell (Robbins-Monro), e.g. "
-        "[0.05, 0.5, 0.95].",
+        description="Quantile levels in (0, 1) to estimate per cell, e.g. [0.05, 0.5, 0.95]: "
+        "exact (np.quantile, 'linear') up to quantile_exact_samples samples, then by "
+        "density-scaled Robbins-Monro, always within the cell's [min, max].",
+    )
+    quantile_exact_samples: int = Field(
+        default=8, ge=0, le=10_000,
+        description="Samples per cell and time step kept to give exact quantiles (8 bytes "
+        "each; the estimates reuse the memory beyond). Default 8.",
     )
     sobol_indices: bool = Field(
         default=False,

@@ -26,8 +26,9 @@ CONVENTIONS = {
     "minimum_simulation": "smallest simulation id among ties; -1 where count is 0",
     "maximum_simulation": "smallest simulation id among ties; -1 where count is 0",
     "threshold_exceedance": "count of x > t (strict)",
-    "quantile": "Robbins-Monro estimate with a density-scaled step (docs/statistics.md); "
-    "not np.quantile's exact order statistic",
+    "quantile": "np.quantile(x, level, method='linear') where count <= "
+    "sa_config.quantile_exact_samples (default 8); beyond, a density-scaled Robbins-Monro "
+    "estimate within [min, max], non-decreasing in the level (docs/statistics.md)",
     "sobol_first": "Martinez estimator on pick-freeze groups; _low/_high: 95% Fisher-z interval",
     "sobol_total": "1 - Martinez correlation of Y_A and Y_Ck; _low/_high: 95% Fisher-z interval",
     "sobol_groups": "complete pick-freeze groups per time step and cell; the other statistics use "

@@ -23,9 +23,9 @@ from melissa.server.stats.counts import SegmentedCounts
 
 _MOMENTS = ("mean", "m2", "m3", "m4")
 _FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
-# Simulation ids and exceedance counts fit 32 bits (fewer than 2^31 simulations); the quantile
-# density is a step size (quantiles.py): float32. The moments stay float64.
-_ID, _COUNT32, _DENSITY = np.dtype(np.int32), np.dtype(np.int32), np.dtype(np.float32)
+# Simulation ids and exceedance counts fit 32 bits (fewer than 2^31 simulations). The moments
+# stay float64.
+_ID, _COUNT32 = np.dtype(np.int32), np.dtype(np.int32)
 _INPUT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 _COUNT_ARRAYS = ("shape", "count_offsets", "count_starts", "count_values")
 # A merge goes segment by segment (scalar counts) while a time step has at most this many segments
@@ -91,8 +91,8 @@ class FieldStatistics:
                 s = self._state
                 own = "quantile_low" in s
                 quantiles.update(data, time_step, start, segments, s["quantile_levels"],
-                                 s["quantile"], s["quantile_density"],
-                                 s["quantile_low" if own else "minimum"],
+                                 self._quantile_order, self._sa.quantile_exact_samples,
+                                 *self._quantile_blocks, s["quantile_low" if own else "minimum"],
                                  s["quantile_high" if own else "maximum"], own)
             counts.increment(time_step, first, last)
 
@@ -100,15 +100,14 @@ class FieldStatistics:
         """Combine with a state of the same shape built from disjoint samples."""
         if other is self:
             raise ValueError("cannot merge a state with itself (its samples are not disjoint)")
-        if self._sa.quantiles:
-            raise ValueError("quantile estimates depend on the order of the samples and do not "
-                             "merge: split server ranks by cells, never by samples")
         self._initialise(slice(None))
         other._initialise(slice(None))
         _check_compatible(self._state, other._state)
         if self.shape != other.shape:
             raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
         a, b = self._state, other._state
+        if self._sa.quantiles:
+            self._merge_quantiles(other)
         names = _MOMENTS[: self._sa.moment_order]
         for t in range(self.shape[0]):
             starts, n_a, n_b = self._counts.union(other._counts, t)
@@ -124,6 +123,23 @@ class FieldStatistics:
             a["threshold_exceedance"][...] = threshold.merge(
                 a["threshold_exceedance"], b["threshold_exceedance"]
             )
+
+    def _merge_quantiles(self, other: FieldStatistics) -> None:
+        """The quantile part of merge, before the counts change (quantiles.py: where it can)."""
+        n_a, n_b = self._counts.expand(), other._counts.expand()
+        exact = self._sa.quantile_exact_samples
+        if other._sa.quantile_exact_samples != exact:
+            raise ValueError(f"cannot merge quantile states of quantile_exact_samples {exact} "
+                             f"and {other._sa.quantile_exact_samples}")
+        quantiles.check_mergeable(n_a, n_b, exact)
+        words_a, words_b = self._quantile_blocks[0], other._quantile_blocks[0]
+        own = "quantile_low" in self._state
+        for t in range(self.shape[0]):
+            quantiles.merge(n_a[t], words_a[t], n_b[t], words_b[t])
+            if own:
+                quantiles.merge_extremes(
+                    n_a[t], [self._state[f"quantile_{e}"][t] for e in ("low", "high")],
+                    n_b[t], [other._state[f"quantile_{e}"][t] for e in ("low", "high")])
 
     def results(self, steps: slice = slice(None)) -> dict[str, np.ndarray]:
         """Output arrays by name, of the time steps `steps` (all by default: a writer takes a
@@ -151,7 +167,9 @@ class FieldStatistics:
             if name in s:
                 out[name] = s[name].copy()
         if sa.quantiles:
-            out["quantile"] = quantiles.results(n, s["quantile"])
+            blocks = s["quantile_state"].reshape(*n.shape, self._quantile_words)
+            out["quantile"] = quantiles.results(n, blocks, s["quantile_levels"],
+                                                sa.quantile_exact_samples)
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -186,6 +204,14 @@ class FieldStatistics:
             raise ValueError(f"state 'shape' must be [nb_time_steps >= 1, n_cells >= 0], got "
                              f"{shape.tolist()}")
         nb_time_steps, n_cells = (int(v) for v in shape)
+        # Before the shapes: another K may give blocks of the same size, read differently.
+        if "quantile_exact" in state and not np.array_equal(
+            state["quantile_exact"], [sa.quantile_exact_samples]
+        ):
+            raise ValueError(
+                f"state quantile_exact_samples {np.asarray(state['quantile_exact']).tolist()} "
+                f"differs from the configured quantile_exact_samples {sa.quantile_exact_samples}"
+            )
         stats = cls.__new__(cls)
         stats._sa = sa
         stats._shape = (nb_time_steps, n_cells)
@@ -255,6 +281,12 @@ class FieldStatistics:
             s.get("thresholds", np.empty(0, _FLOAT)),
             s.get("threshold_exceedance", np.empty((0, 0, 0), _COUNT32)),
         )
+        if "quantile_state" in s:  # (T, C·W) as stored, (T, C, W) for the kernel
+            self._quantile_words = quantiles.block_words(self._sa.quantile_exact_samples,
+                                                         len(self._sa.quantiles))
+            words = s["quantile_state"].reshape(*self.shape, self._quantile_words)
+            self._quantile_blocks = (words, words.view(np.float32))
+            self._quantile_order = np.argsort(s["quantile_levels"], kind="stable")
 
 
 def compile_kernels(sa: SAConfig) -> None:
@@ -283,8 +315,10 @@ def _layout(
     if sa.quantiles:
         levels = len(sa.quantiles)
         layout["quantile_levels"] = ((levels,), _FLOAT, sa.quantiles)
-        layout["quantile"] = ((levels, *shape), _FLOAT, np.nan)
-        layout["quantile_density"] = ((levels, *shape), _DENSITY, 0.0)
+        layout["quantile_exact"] = ((1,), _INT, [sa.quantile_exact_samples])
+        # One block of W words per cell: stored (T, C·W) so that rows are time steps.
+        words = quantiles.block_words(sa.quantile_exact_samples, levels)
+        layout["quantile_state"] = ((nb_time_steps, n_cells * words), _FLOAT, np.nan)
         if not (sa.min and sa.max):  # else the quantiles read the min and max statistics
             layout["quantile_low"] = (shape, _FLOAT, np.nan)
             layout["quantile_high"] = (shape, _FLOAT, np.nan)

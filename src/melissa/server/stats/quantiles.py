@@ -1,30 +1,29 @@
-"""Per-cell quantiles by stochastic approximation: Robbins–Monro with a density-scaled step.
+"""Per-cell quantiles: exact while a cell has few samples, then stochastic approximation.
 
-Plain Robbins–Monro (docs/statistics.md) moves the estimate by δ_n·(α − 1{x_n ≤ q}) with δ_n = C_n/n^γ,
-C_n the running spread of the cell. Its error depends on how well C_n/n^γ matches the ideal step
-1/(n·f(q)), f the density at the quantile: far off in the body of a distribution (where f is
-large) and after outliers. Here the step is 1/(n·f̂_n), with f̂_n a running kernel estimate of the
-density at the current estimate (Tierney 1983, "A space-efficient recursive procedure for
-estimating a quantile of an unknown distribution", SIAM J. Sci. Stat. Comput. 4(4)):
+Each (time step, cell) owns a block of W float64 words (docs/statistics.md, Quantiles):
 
-    h_n = C_n / √n                                    bandwidth
-    f̂_n = f̂_{n−1} + (1{|x_n − q_{n−1}| ≤ h_n}/(2h_n) − f̂_{n−1}) / n
-    q_n = q_{n−1} + min(1/f̂_n, C_n·√n) / n · (α − 1{x_n ≤ q_{n−1}})
+- while the cell has n <= K samples (K = `sa_config.quantile_exact_samples`), the block holds
+  them, sorted (NaN last, as np.sort): the result is np.quantile(x, levels) ('linear', Hyndman
+  and Fan's type 7) of the block, computed at output time, bit for bit, whatever the order the
+  samples came in;
+- with the (K+1)-th sample, the kernel computes that exact quantile of the K + 1 samples for
+  every level and a kernel estimate of the density there, and the block holds from then on per
+  level the estimate q (float64, words [0, L)) and the density f (float32, the float32 slots
+  [2L, 3L)); each sample then moves them by Tierney's (1983) recursion, a Robbins–Monro step
+  scaled by the estimated density:
 
-The cap C_n·√n/n = C_n/√n (plain Robbins–Monro with γ = 1/2) bounds the first steps, while f̂ is
-still near 0. Measured against np.quantile (tests/unit/test_quantiles.py, docs/statistics.md):
-at n = 1000 the rank error |F_n(q̂) − α| averages 0.002–0.01 over normal, uniform, exponential,
-log-normal and bimodal cells, 2 to 10 times less than plain Robbins–Monro except in heavy upper
-tails (α = 0.95 of exponential/log-normal: 0.005–0.009 against 0.004–0.005).
+      h_n = C_n / √n                                   C_n = max − min of the cell
+      f_n = f_{n−1} + (1{|x_n − q| ≤ h_n}/(2 h_n) − f_{n−1}) / n
+      q_n = q_{n−1} + min(1/f_n, C_n √n) / n · (α − 1{x_n ≤ q_{n−1}})
 
-State per level and cell: q (float64) and f̂ (float32: a step size, whose rounding moves no
-estimate by more than the estimate's own noise); per cell: the running min and max (C_n = max −
-min). When the min and max statistics are selected, the kernel reads theirs instead of keeping
-its own (`own_extremes` false): 8 + 4 bytes per level, nothing per cell. The estimate depends on
-the order of the samples, so it is not mergeable: server ranks split cells, never samples.
-NaN samples: with its own extremes, a NaN sample leaves the estimate unchanged (it still counts in
-`count`); sharing the min and max statistics, which a NaN makes NaN as np.min does, the cell's
-quantiles are NaN from then on, as np.quantile's of a sample with a NaN.
+  after which q is clamped into [min, max] of the cell and made non-decreasing in the level.
+
+W = max(K, ⌈1.5 L⌉): the samples and the estimates share the memory. The estimates need the
+running min and max, from the min and max statistics when selected (`own_extremes` false), else
+kept here. A NaN sample makes the cell's quantiles NaN from then on, as np.quantile's of a sample
+holding a NaN (and as the min and max statistics). States merge where a cell has samples on one
+side only, or at most K in all (merge); beyond K the estimate depends on the order of the
+samples, so server ranks split cells, never samples.
 """
 
 from __future__ import annotations
@@ -35,58 +34,177 @@ import numpy as np
 from numba import njit
 
 
+def block_words(exact_samples: int, nb_levels: int) -> int:
+    """W: float64 words per cell and time step for K exact samples and L levels."""
+    return max(exact_samples, (3 * nb_levels + 1) // 2)
+
+
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def _lerp_quantile(xs: np.ndarray, m: int, level: float) -> float:
+    """np.quantile(xs[:m], level) (method 'linear') of sorted, NaN-free xs, as NumPy rounds it."""
+    h = (m - 1) * level
+    lo = math.floor(h)
+    if h >= m - 1:
+        return xs[m - 1]
+    a, b = xs[lo], xs[lo + 1]
+    g = h - lo
+    d = b - a
+    if g >= 0.5:
+        return b - d * (1.0 - g)
+    return a + d * g
+
+
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
 def update(
     x: np.ndarray, t: int, start: int, segments: np.ndarray, levels: np.ndarray,
-    q: np.ndarray, density: np.ndarray, low: np.ndarray, high: np.ndarray, own_extremes: bool,
+    order: np.ndarray, exact: int, words: np.ndarray, halves: np.ndarray,
+    low: np.ndarray, high: np.ndarray, own_extremes: bool,
 ) -> None:
     """Add sample `x` (1-D float64/float32) to row `t`, cells [start, start + len(x)).
 
     segments: as for kernels.update (the counts before this sample, by segment). levels: (L,)
-    float64; q: (L, T, C) float64; density: (L, T, C) float32; low, high: (T, C) float64 running
-    extremes, kept here if `own_extremes`, else the min and max statistics (already updated with
-    this sample, NaN once a NaN came)."""
+    float64; order: (L,) int64, the levels' indices in increasing level; exact: K. words:
+    (T, C, W) float64 blocks; halves: the same memory as (T, C, 2W) float32. low, high: (T, C)
+    float64 running extremes, kept here if `own_extremes`, else the min and max statistics
+    (already updated with this sample, NaN once a NaN came)."""
     k = segments.shape[0] // 2
+    nl = levels.shape[0]
+    scratch = np.empty(exact + 1)
     for s in range(k):
         n = segments[k + 1 + s] + 1  # samples, this one included
-        rate = 1.0 / n
-        root = math.sqrt(n)
         for c in range(segments[s], segments[s + 1]):
             xi = np.float64(x[c - start])
-            if not own_extremes and (np.isnan(low[t, c]) or np.isnan(high[t, c])):
-                for j in range(levels.shape[0]):
-                    q[j, t, c] = np.nan
-                continue
-            if np.isnan(xi):
-                continue
-            if n == 1 or (own_extremes and np.isnan(low[t, c])):
-                if own_extremes:
+            if own_extremes:
+                if n == 1 or np.isnan(xi):
                     low[t, c] = xi
                     high[t, c] = xi
-                for j in range(levels.shape[0]):
-                    q[j, t, c] = xi
-                    density[j, t, c] = 0.0
+                elif not np.isnan(low[t, c]):
+                    low[t, c] = min(low[t, c], xi)
+                    high[t, c] = max(high[t, c], xi)
+            block = words[t, c]
+            if n <= exact:  # insertion into the sorted samples, NaN last
+                i = n - 1
+                while i > 0 and (np.isnan(block[i - 1]) or block[i - 1] > xi):
+                    block[i] = block[i - 1]
+                    i -= 1
+                block[i] = xi
                 continue
-            if own_extremes:
-                low[t, c] = min(low[t, c], xi)
-                high[t, c] = max(high[t, c], xi)
-            spread = high[t, c] - low[t, c]
-            bandwidth = spread / root
-            for j in range(levels.shape[0]):
-                qj = q[j, t, c]
-                near = 0.0
-                if bandwidth > 0.0 and abs(xi - qj) <= bandwidth:
-                    near = 0.5 / bandwidth
-                f = np.float64(density[j, t, c])
-                f = f + (near - f) * rate
-                density[j, t, c] = f
-                step = spread * root
-                if f > 0.0 and 1.0 / f < step:
-                    step = 1.0 / f
-                below = 1.0 if xi <= qj else 0.0
-                q[j, t, c] = qj + step * rate * (levels[j] - below)
+            if n == exact + 1:
+                _start_estimates(block, halves[t, c], xi, levels, scratch)
+                continue
+            lo, hi = low[t, c], high[t, c]
+            if np.isnan(lo) or np.isnan(hi) or np.isnan(xi) or np.isnan(block[0]):
+                for j in range(nl):
+                    block[j] = np.nan
+                continue
+            _step(words, halves, t, c, xi, n, lo, hi, levels, order)
 
 
-def results(n: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """The estimates (L, T, C); NaN where a cell has no (non-NaN) sample."""
-    return np.where(n[None] > 0, q, np.nan)
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def _start_estimates(
+    block: np.ndarray, half: np.ndarray, xi: float, levels: np.ndarray, scratch: np.ndarray,
+) -> None:
+    """With the (K+1)-th sample xi: the exact quantiles of the K + 1 samples, and the density at
+    each by the recursion's kernel (bandwidth C/√m) over them; NaN if a sample is NaN."""
+    m = scratch.shape[0]
+    i = m - 1
+    while i > 0 and (np.isnan(block[i - 1]) or block[i - 1] > xi):
+        scratch[i] = block[i - 1]
+        i -= 1
+    scratch[i] = xi
+    for j in range(i):
+        scratch[j] = block[j]
+    nl = levels.shape[0]
+    if np.isnan(scratch[m - 1]):
+        for j in range(nl):
+            block[j] = np.nan
+        return
+    bandwidth = (scratch[m - 1] - scratch[0]) / math.sqrt(m)
+    for j in range(nl):
+        q = _lerp_quantile(scratch, m, levels[j])
+        f = 0.0
+        if bandwidth > 0.0:
+            near = 0
+            for v in range(m):
+                if abs(scratch[v] - q) <= bandwidth:
+                    near += 1
+            f = near / (2.0 * bandwidth * m)
+        block[j] = q
+        half[2 * nl + j] = f
+
+
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def _step(
+    words: np.ndarray, halves: np.ndarray, t: int, c: int, xi: float, n: int, lo: float,
+    hi: float, levels: np.ndarray, order: np.ndarray,
+) -> None:
+    """One step of the recursion for every level of cell (t, c), then into [lo, hi] and
+    monotone in the level."""
+    nl = levels.shape[0]
+    rate = 1.0 / n
+    root = math.sqrt(n)
+    spread = hi - lo
+    bandwidth = spread / root
+    for j in range(nl):
+        qj = words[t, c, j]
+        near = 0.0
+        if bandwidth > 0.0 and abs(xi - qj) <= bandwidth:
+            near = 0.5 / bandwidth
+        f = np.float64(halves[t, c, 2 * nl + j])
+        f = f + (near - f) * rate
+        halves[t, c, 2 * nl + j] = f
+        step = spread * root
+        if f > 0.0 and 1.0 / f < step:
+            step = 1.0 / f
+        below = 1.0 if xi <= qj else 0.0
+        words[t, c, j] = qj + step * rate * (levels[j] - below)
+    floor = lo
+    for r in range(nl):
+        j = order[r]
+        floor = min(max(words[t, c, j], floor), hi)
+        words[t, c, j] = floor
+
+
+def results(n: np.ndarray, words: np.ndarray, levels: np.ndarray, exact: int) -> np.ndarray:
+    """The estimates (L, T, C) of counts n (T, C) and blocks words (T, C, W); NaN where a cell
+    has no sample; np.quantile of the stored samples where it has at most `exact`."""
+    nl = levels.shape[0]
+    out = np.moveaxis(words[..., :nl], -1, 0).copy()
+    out[:, n == 0] = np.nan
+    for t in range(n.shape[0]):
+        row = n[t]
+        for m in np.unique(row[(row > 0) & (row <= exact)]):
+            cells = np.flatnonzero(row == m)
+            out[:, t, cells] = np.quantile(words[t, cells, :m], levels, axis=1)
+    return out
+
+
+def check_mergeable(n_a: np.ndarray, n_b: np.ndarray, exact: int) -> None:
+    """Raise ValueError unless every cell has samples on one side only, or at most K in all."""
+    both = (n_a > 0) & (n_b > 0) & (n_a + n_b > exact)
+    if both.any():
+        t, c = np.argwhere(both)[0]
+        raise ValueError(
+            f"quantile estimates beyond quantile_exact_samples ({exact}) depend on the order of "
+            f"the samples and do not merge: time step {t}, cell {c} has {n_a[t, c]} + "
+            f"{n_b[t, c]} samples (split server ranks by cells, never by samples)"
+        )
+
+
+def merge(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> None:
+    """Merge blocks b (C, W) of counts n_b (C,) into a (one time step), as checked by
+    check_mergeable: b's block where a has no sample, else both sorted sample lists merged."""
+    a[n_a == 0] = b[n_a == 0]
+    for c in np.flatnonzero((n_a > 0) & (n_b > 0)):
+        m = n_a[c] + n_b[c]
+        a[c, :m] = np.sort(np.concatenate((a[c, : n_a[c]], b[c, : n_b[c]])))
+
+
+def merge_extremes(
+    n_a: np.ndarray, a: list[np.ndarray], n_b: np.ndarray, b: list[np.ndarray]
+) -> None:
+    """Merge one step's own running extremes b = [low, high] into a (np.minimum, np.maximum)."""
+    for side, pick in ((0, np.minimum), (1, np.maximum)):
+        both = (n_a > 0) & (n_b > 0)
+        a[side][both] = pick(a[side][both], b[side][both])
+        a[side][n_a == 0] = b[side][n_a == 0]
