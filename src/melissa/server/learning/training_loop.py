@@ -184,6 +184,13 @@ class TrainingLoop:
             self._fitness_sums[sim] = (total + value, count + 1)
             self._fitness_new = True
 
+    def _fitness_state(self) -> dict[str, Any]:
+        """For the checkpoint: a restarted server must not take replayed samples for new ones."""
+        if not self.server.breeding:
+            return {}
+        return {"fitness_used": sorted([s, t] for s, t in self._used),
+                "fitness_sums": {str(s): [t, n] for s, (t, n) in self._fitness_sums.items()}}
+
     def _report_fitness(self) -> None:
         if self._fitness_new:
             self.server.record_fitness({s: t / n for s, (t, n) in self._fitness_sums.items()})
@@ -270,6 +277,9 @@ class TrainingLoop:
         moment)."""
         self.batches, self.samples = int(counters["batches"]), int(counters["samples"])
         self.validation_metrics = dict(counters["validation"])
+        self._used = {(int(s), int(t)) for s, t in counters.get("fitness_used", [])}
+        self._fitness_sums = {int(s): (float(t), int(n))
+                              for s, (t, n) in counters.get("fitness_sums", {}).items()}
         if self.metrics is not None:
             self.metrics.resume(self.batches)
         log.info("resumed from checkpoint: batch %d, %d samples trained", self.batches,
