@@ -83,6 +83,10 @@ def test_breeding_beats_random_sampling_near_a_narrow_peak(launcher: Any) -> Non
     xy = np.array([(float(r["x"]), float(r["y"])) for r in rows])
     uniform = np.pi * NEAR**2  # a uniform draw's chance to land near the peak
     assert near_peak(xy).mean() > 2 * uniform, near_peak(xy).mean()
+    # The fitness (the surrogate's error on a simulation before it trained on it) is highest
+    # where the model is hard: near the peak.
+    fitness = np.array([float(r["fitness"]) for r in rows])
+    assert np.median(fitness[near_peak(xy)]) > 2 * np.median(fitness[~near_peak(xy)])
     # The children of the parents near the peak stay close (the mutation adapts to them).
     parents_near = [r for r in bred if near_peak(xy[[int(r["parent"])]])[0]]
     assert parents_near, bred
