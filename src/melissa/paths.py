@@ -81,6 +81,11 @@ class StudyPaths:
         return self.statistics / "sobol_convergence.csv"
 
     @property
+    def stop_when(self) -> Path:
+        """sa_config.stop_when: its figure over time, a row every few seconds."""
+        return self.statistics / "stop_when.csv"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 

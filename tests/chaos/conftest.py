@@ -24,7 +24,8 @@ FIELD, CELLS, STEPS = "f", 5, 4
 #   kill: {id: attempt}  SIGKILL itself after sending 2 steps;
 #   hang: {id: attempt}  sleep forever after sending 2 steps;
 #   fail: {id: k}        exit 1 after sending 1 step while attempt < k;
-#   doomed: [ids]        exit 1 before sending anything, every time.
+#   doomed: [ids]        exit 1 before sending anything, every time;
+#   crash: {id: step}    exit 1 after sending the steps before `step`, every time.
 # CHAOS_STEP_S slows each step down (tests that act while the study runs).
 SIMULATION = f"""
 import json, os, signal, sys, time
@@ -44,6 +45,9 @@ for step in range({STEPS}):
         os.kill(os.getpid(), signal.SIGKILL)
     if step == 2 and plan.get("hang", {{}}).get(sim) == attempt:
         time.sleep(3600)
+    if step == plan.get("crash", {{}}).get(sim):
+        time.sleep(0.3)
+        sys.exit(1)
     if step == 1 and attempt < plan.get("fail", {{}}).get(sim, 0):
         time.sleep(0.3)
         sys.exit(1)
@@ -87,3 +91,7 @@ def assert_statistics_of(got: xr.Dataset, p: np.ndarray) -> None:
     np.testing.assert_array_equal(got["count"].values, np.full((STEPS, CELLS), len(p)))
     np.testing.assert_allclose(got["mean"].values, fields.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(got["variance"].values, fields.var(axis=0, ddof=1), rtol=1e-12)
+    for name, reduce in (("minimum", np.min), ("maximum", np.max)):
+        if name in got:
+            np.testing.assert_array_equal(got[name].values, reduce(fields, axis=0))
+    assert got.attrs["simulations_seen"] == len(p)

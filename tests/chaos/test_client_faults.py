@@ -15,6 +15,8 @@ import numpy as np
 from melissa.config.models import Sampling, UniformParameter
 from melissa.sampling import Sampler
 from tests.chaos.conftest import (
+    CELLS,
+    STEPS,
     assert_same_statistics,
     assert_statistics_of,
     chaos_config,
@@ -84,6 +86,51 @@ def test_a_simulation_that_always_fails_is_redrawn(launcher: Any, tmp_path: Path
     assert (f"simulation {doomed}: redrawn (3 runs): attempts 0-2: exited with status 1; failed "
             f"3 times, redrawn as simulation {sims}") in run.output
     assert re.search(r"redrawn +│ 1 ", run.output), run.output
+
+
+def test_a_simulation_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_path: Path) -> None:
+    """Steps 0 and 1 of the crashing simulation arrive on each attempt; none stays in."""
+    sims, doomed = 5, 1
+    cfg = chaos_config(tmp_path, sims, {"crash": {str(doomed): 2}})
+    cfg["sa_config"].update({"min": True, "max": True, "quantiles": [0.1, 0.5]})
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    rows = run.parameters()
+    assert [r["status"] for r in rows].count("redrawn") == 1 and rows[doomed]["attempts"] == "3"
+    completed = np.array([float(r["p"]) for r in rows if r["status"] == "completed"])
+    assert len(completed) == sims
+    got = statistics(run)
+    assert_statistics_of(got, completed)
+    # Quantiles cannot be un-added: held apart, they are np.quantile's over the completed ones
+    # (exact up to sa_config.quantile_exact_samples, 8 by default).
+    fields = completed[:, None, None] * np.arange(1, CELLS + 1) + np.arange(STEPS)[:, None]
+    np.testing.assert_allclose(got["quantile"].values, np.quantile(fields, [0.1, 0.5], axis=0),
+                               rtol=1e-12)
+    assert got.attrs["simulations_dropped"] == 1
+    assert re.search(r"redrawn +│ 1 ", run.output), run.output
+    assert ("The statistics hold completed simulations only: the data of 1 redrawn or failed "
+            "ones is left out of the results.") in run.output
+
+
+def test_a_sobol_member_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_path: Path) -> None:
+    """Group 1's B member crashes at step 2 on every attempt: the group is redrawn, and neither
+    the indices nor the other statistics keep its steps 0 and 1."""
+    groups, size = 3, 3  # one parameter: A, B, C_p
+    cfg = chaos_config(tmp_path, groups, {"crash": {"4": 2}})
+    cfg["sa_config"]["sobol_indices"] = True
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    rows = run.parameters()
+    assert [r["status"] for r in rows].count("redrawn") >= 1
+    complete_groups = [g for g in range(len(rows) // size)
+                       if all(r["status"] == "completed" for r in rows[g * size:(g + 1) * size])]
+    assert len(complete_groups) == groups
+    got = statistics(run)
+    np.testing.assert_array_equal(got["sobol_groups"].values, groups)
+    # A and B members complete, even of the redrawn group (A may finish before the redraw).
+    counted = np.array([float(r["p"]) for r in rows
+                        if r["status"] == "completed" and r["sobol_member"] in ("A", "B")])
+    assert_statistics_of(got, counted)
 
 
 def test_a_failing_sobol_member_redraws_its_whole_group(launcher: Any, tmp_path: Path) -> None:

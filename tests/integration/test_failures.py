@@ -75,14 +75,16 @@ def test_failures_are_reported_and_the_study_completes(launcher: Any, tmp_path: 
     failed = sum(k.sum() for k in kinds.values())
     assert f"failed        │ {failed}" in run.output or f"│ failed        │ {failed}" in run.output
 
-    # What a failed simulation sent before it failed stays in the statistics: the count says so.
+    # What a failed simulation sent before it failed (steps 0 and 1) is left out: every step
+    # holds the completed simulations only.
     ds = xr.open_dataset(run.output_dir / "statistics" / "f.nc")
     ok = p >= 0.45
-    partial = (p >= 0.15) & (p < 0.4)  # sent steps 0 and 1
+    partial = (p >= 0.15) & (p < 0.4)
     for step in range(STEPS):
-        senders = ok | partial if step < 2 else ok
-        assert (ds["count"].values[step] == senders.sum()).all()
-        np.testing.assert_allclose(ds["mean"].values[step], (p[senders] + step).mean(), rtol=1e-12)
+        assert (ds["count"].values[step] == ok.sum()).all()
+        np.testing.assert_allclose(ds["mean"].values[step], (p[ok] + step).mean(), rtol=1e-12)
+    assert ds.attrs["simulations_seen"] == ok.sum()
+    assert ds.attrs["simulations_dropped"] >= partial.sum()
     ds.close()
 
 

@@ -283,11 +283,13 @@ def test_abandoned_simulations_are_refused(tmp_path: Path, servers: list[Server]
     log = server.finish()
     assert "abandoned simulations [1, 2]" in log
     assert "refused HELLO: simulation 1 was abandoned" in log
+    assert "left the data of simulations [2] out of the results" in log
     got = results(paths)
-    # What simulation 2 sent before it was abandoned stays in; nothing after.
-    np.testing.assert_array_equal(got["count"], [[2] * CELLS, [1] * CELLS, [1] * CELLS])
-    np.testing.assert_allclose(got["mean"][0], (values(0, 0) + values(2, 0)) / 2, rtol=1e-12)
-    np.testing.assert_allclose(got["mean"][1:], [values(0, 1), values(0, 2)], rtol=1e-12)
+    # What simulation 2 sent before it was abandoned leaves no trace: simulation 0 alone.
+    np.testing.assert_array_equal(got["count"], [[1] * CELLS] * 3)
+    np.testing.assert_allclose(got["mean"], [values(0, t) for t in range(3)], rtol=1e-12)
+    with xr.open_dataset(paths.field_results("f")) as ds:
+        assert (ds.attrs["simulations_seen"], ds.attrs["simulations_dropped"]) == (1, 1)
 
 
 def test_two_ranks_stop_on_sigterm_and_restore(

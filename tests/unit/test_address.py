@@ -47,6 +47,14 @@ def test_a_wildcard_advertises_the_route_to_the_launcher() -> None:
     assert advertised_address("*", None, env) == "127.0.0.1"
 
 
+def test_a_launcher_address_local_here_too_is_no_route_to_the_launcher() -> None:
+    # 127.9.9.9 is this host's own lo here (as another namespace's bridge address is on a
+    # namespace node): skipped, as if the launcher had given no address at all.
+    assert route_source("127.9.9.9") == "127.0.0.1"
+    assert advertised_address("0.0.0.0", None, {LAUNCHER_HOSTS_ENV: "127.9.9.9"}) == \
+        advertised_address("0.0.0.0", None, {})
+
+
 def test_launcher_hosts() -> None:
     assert launcher_hosts(local=True) == ["127.0.0.1"]
     remote = launcher_hosts(local=False)

@@ -82,6 +82,21 @@ BAD = [
      "c.json: sa_config: threshold_exceedance is true but threshold_values is empty"),
     (with_change("sa_config", {"mean": False, "variance": False}),
      "c.json: sa_config: no statistic selected: set at least one of mean, variance, ..."),
+    (with_change("sa_config", {"stop_when": {"figure": "mean_error", "below": 0.1}}),
+     ("c.json: sa_config.stop_when.figure: unknown figure 'mean_error': choose one of "
+      "['mean_stderr'], got \"mean_error\"")),
+    (with_change("sa_config", {"stop_when": {"figure": "mean_stderr", "below": 0}}),
+     "c.json: sa_config.stop_when.below: Input should be greater than 0, got 0"),
+    (with_change("sa_config", {"stop_when": {"figure": "mean_stderr", "below": 0.1,
+                                             "min_simulations": 1}}),
+     ("c.json: sa_config.stop_when.min_simulations: Input should be greater than or equal to "
+      "2, got 1")),
+    (with_change("sa_config", {"variance": False, "stop_when": {"figure": "mean_stderr",
+                                                                "below": 0.1}}),
+     ("c.json: sa_config: stop_when figure 'mean_stderr' needs variance: set "
+      "sa_config.variance to true")),
+    (with_change("sa_config", {"stop_when": {"below": 0.1}}),
+     "c.json: sa_config.stop_when.figure: required key is missing"),
     (with_change("client_config.executable_command", ""),
      ("c.json: client_config.executable_command: String should have at least 1 character, "
      'got ""')),

@@ -20,6 +20,7 @@ from melissa.protocol.events import (
     SimulationComplete,
     SimulationRefused,
     SimulationSilent,
+    StopWhenReached,
     decode_event,
 )
 
@@ -42,6 +43,9 @@ GOLDEN: list[tuple[Event, bytes]] = [
      (b'{"event":"simulation_refused","simulation_id":3,"attempt":1,"reason":"HELLO to server '
       b"rank 0: unknown field 'v'\"}")),
     (Fitness(7, 0.0125), b'{"event":"fitness","simulation_id":7,"fitness":0.0125}'),
+    (StopWhenReached("mean_stderr", 0.0125, 0.02, 12),
+     (b'{"event":"stop_when_reached","figure":"mean_stderr","value":0.0125,"below":0.02,'
+      b'"simulations":12}')),
     (ResultsWritten(("/o/statistics.nc",)),
      b'{"event":"results_written","files":["/o/statistics.nc"]}'),
 ]
@@ -77,6 +81,8 @@ def test_unknown_keys_are_ignored_and_numbers_widen() -> None:
     ({"event": "status", "chunks_received": {"1": "x"}},
      "status event: 'chunks_received' must be an object of integers"),
     ({"event": "status", "training": [1]}, "status event: 'training' must be an object or null"),
+    ({"event": "stop_when_reached", "figure": "mean_stderr", "value": "0.1", "below": 0.2,
+      "simulations": 3}, "stop_when_reached event: 'value' must be a number"),
     ({"event": "results_written", "files": "/o/a.nc"},
      "results_written event: 'files' must be a list of strings"),
 ])
@@ -89,4 +95,4 @@ def test_every_event_kind_has_a_golden_vector() -> None:
     kinds = {json.loads(wire)["event"] for _, wire in GOLDEN}
     assert kinds == {"attached", "restored", "status", "simulation_complete",
                      "simulation_silent", "simulation_refused", "results_written",
-                     "fitness"}
+                     "fitness", "stop_when_reached"}

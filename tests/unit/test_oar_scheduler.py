@@ -109,3 +109,15 @@ def test_oarstat_edge_cases() -> None:
         parse_oarstat('{"7": {"name": "x"}}')
     killed = OarRecord("8", "Terminated", 9, "", ())
     assert oar_status(killed) == JobStatus(JobState.FAILED, -9, "killed by signal SIGKILL")
+
+
+def test_live_oar_outputs() -> None:
+    """Captured from OAR 2.5.9 on scripts/oar-cluster.sh (captured/README.md)."""
+    assert parse_oarsub((CAPTURED / "oarsub_live.txt").read_text()) == "1"
+    by_id = {r.job_id: oar_status(r)
+             for r in parse_oarstat((CAPTURED / "oarstat_live.json").read_text())}
+    assert by_id["1"] == JobStatus(JobState.FAILED, 3, "exited with status 3")
+    assert by_id["2"].state == JobState.FAILED  # Error, events FRAG_JOB_REQUEST and WALLTIME
+    assert by_id["2"].message.startswith("killed at its walltime (OAR WALLTIME event)")
+    assert by_id["3"] == JobStatus(JobState.COMPLETED, 0)
+    assert by_id["4"] == JobStatus(JobState.CANCELLED, None, "deleted (oardel)")

@@ -170,6 +170,29 @@ class Sampling(Section):
     )
 
 
+class StopWhen(Section):
+    figure: str = Field(
+        description="Convergence figure to watch: mean_stderr (the mean's root-mean-square "
+        "standard error relative to the field's total standard deviation; needs variance), "
+        "see docs/statistics.md.",
+    )
+    below: float = Field(gt=0, description="Stop once the figure is below this for every field.")
+    min_simulations: int = Field(
+        default=10, ge=2,
+        description="Simulations the statistics must hold (in a Sobol' study its A and B "
+        "members) before the figure may stop the study.",
+    )
+
+    @field_validator("figure")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from melissa.server.sa.figures import FIGURES  # the figures' own module: numpy only
+
+        if name not in FIGURES:
+            raise ValueError(f"unknown figure {name!r}: choose one of {sorted(FIGURES)}")
+        return name
+
+
 class SAConfig(Section):
     mean: bool = Field(default=True, description="Compute the mean.")
     variance: bool = Field(default=True, description="Compute the unbiased variance (ddof=1).")
@@ -234,6 +257,12 @@ class SAConfig(Section):
         description="Type of the floating-point results in the files (the state stays float64); "
         "counts and simulation ids stay integers.",
     )
+    stop_when: StopWhen | None = Field(
+        default=None,
+        description='Stop submitting simulations once a convergence figure is below a target, '
+        'e.g. {"figure": "mean_stderr", "below": 0.02, "min_simulations": 20}: the running ones '
+        "finish, and the study ends with their results.",
+    )
     output_compression: Literal["none", "zstd", "lz4"] = Field(
         default="none",
         description="Compress the Zarr results (Blosc with byte shuffle): zstd is smaller, lz4 "
@@ -245,6 +274,13 @@ class SAConfig(Section):
         if self.output_compression != "none" and self.output_format == "netcdf":
             raise ValueError("output_compression needs Zarr output: set output_format to zarr "
                              "or auto")
+        if self.stop_when is not None:
+            from melissa.server.sa.figures import FIGURES
+
+            needs = FIGURES[self.stop_when.figure].requires
+            if not getattr(self, needs):
+                raise ValueError(f"stop_when figure {self.stop_when.figure!r} needs {needs}: set "
+                                 f"sa_config.{needs} to true")
         if self.threshold_exceedance and not self.threshold_values:
             raise ValueError("threshold_exceedance is true but threshold_values is empty")
         if any(not math.isfinite(t) for t in self.threshold_values):

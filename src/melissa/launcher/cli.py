@@ -183,7 +183,7 @@ def run_study(loaded: LoadedConfig, console: Console, overwrite: bool, resume: b
         print_summary(
             console, study.store.simulations(), study.paths.root, outcome.results, plots,
             study.server_status, time.monotonic() - started, study.paths.simulation_log,
-            study.server_restarts,
+            study.server_restarts, study.stopped,
         )
         if outcome.completed == 0:
             raise StudyError("no simulation completed: see the failed simulations above")

@@ -113,6 +113,19 @@ def _sobol_convergence(path: Path) -> list[tuple[str, str]]:
             for field, row in last.items()]
 
 
+def _stop_when(path: Path) -> list[tuple[str, str]]:
+    """sa_config.stop_when: the figure reached (the last row of statistics/stop_when.csv)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        last = rows[-1]
+        text = (f"{last['value']} with {last['simulations']} simulations (target: below "
+                f"{last['below']})")
+        return [(f"stop_when {last['figure']}", text)]
+    except (OSError, KeyError, IndexError, csv.Error):
+        return []
+
+
 def _training(path: Path) -> list[tuple[str, str]]:
     """Deep learning: the last row of metrics.csv (batches, training loss, validation metrics);
     nothing when the study trained no surrogate."""
@@ -154,6 +167,7 @@ def print_summary(
     elapsed_s: float,
     log_of: Any,
     server_restarts: Sequence[str] = (),
+    stopped: str = "",
 ) -> None:
     """The study's figures, then every fault and what was done about it, then where results are."""
     completed = [r for r in records if r.status == SimulationStatus.COMPLETED]
@@ -164,7 +178,8 @@ def print_summary(
     table.add_row("completed", f"[green]{len(completed)}")
     table.add_row("failed", f"[red]{len(failed)}" if failed else "0")
     if redrawn:
-        table.add_row("redrawn", f"[yellow]{len(redrawn)}")
+        table.add_row("redrawn", f"[yellow]{len(redrawn)}[/yellow] (new parameters under new ids; "
+                      "what they sent is left out of the results)")
     failures = sum(r.failures for r in records)
     if failures:
         table.add_row("failed runs", str(failures))  # attempts, all simulations
@@ -180,9 +195,17 @@ def print_summary(
     paths = StudyPaths(output_dir)
     for field, convergence in _sobol_convergence(paths.sobol_convergence):
         table.add_row(f"Sobol' indices, {field}", convergence)
+    for label, text in _stop_when(paths.stop_when):
+        table.add_row(label, text)
     for label, text in _training(paths.training_metrics):
         table.add_row(label, text)
     console.print(table)
+    if stopped:
+        console.print(f"[bold]The study {stopped}.[/bold]", soft_wrap=True, highlight=False)
+    if redrawn or failed:
+        console.print(f"[yellow]The statistics hold completed simulations only: the data of "
+                      f"{len(redrawn) + len(failed)} redrawn or failed ones is left out of the "
+                      "results.[/yellow]", soft_wrap=True)
     _print_faults(console, records, log_of)
     for i, reason in enumerate(server_restarts, 1):
         console.print(f"server restart {i}: {reason}", soft_wrap=True, highlight=False)

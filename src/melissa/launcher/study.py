@@ -58,6 +58,7 @@ from melissa.protocol.events import (
     SimulationComplete,
     SimulationRefused,
     SimulationSilent,
+    StopWhenReached,
 )
 from melissa.sampling import Sampler
 
@@ -66,6 +67,7 @@ log = logging.getLogger("melissa.launcher")
 _REPORT_PERIOD_S = 5.0
 _REPORT_SHARE = 50  # parameters.csv takes at most 1/50 of the launcher's time (write_report)
 _FINISHED = "finished"  # the study status in study.db once the results are written
+_STOPPED = "stopped"  # sa_config.stop_when was reached: no more submissions, even on --resume
 
 
 @dataclass
@@ -112,6 +114,7 @@ class Study:
         self.fail_fast = FailFast(self.config.launcher_config.fail_fast)
         self.refusals: dict[int, str] = {}  # simulation -> why the server refused its attempt
         self.next_report = self.started + _REPORT_PERIOD_S  # parameters.csv (write_report)
+        self.stopped = ""  # why no more simulations are submitted (sa_config.stop_when)
 
     # -- set-up --------------------------------------------------------------------------------
     @classmethod
@@ -181,6 +184,8 @@ class Study:
             sampler = _new_sampler(loaded)
             sampler.draw(info["groups_drawn"])  # what was drawn already, to continue after it
             study = cls(loaded, scheduler, store, sampler, info["token_hex"])
+            if info["status"] == _STOPPED:
+                study.stopped = info["message"]
         except BaseException:
             store.close()
             raise
@@ -261,7 +266,7 @@ class Study:
     def submit_pending(self) -> None:
         # Cancelled jobs hold their slot until they ended: the limit counts what runs.
         free = self.job_limit.limit - len(self.running) - len(self.stopping)
-        if free <= 0:
+        if free <= 0 or self.stopped:
             return
         # A whole group more than fits: next_submissions sees where the last group ends.
         pending = self.store.pending(free + self.config.group_size)
@@ -382,6 +387,22 @@ class Study:
                 self._status(event)
             elif isinstance(event, Fitness) and self.breeder is not None:
                 self.breeder.on_fitness(event.simulation_id, event.fitness)
+            elif isinstance(event, StopWhenReached):
+                self._stop_when(event)
+
+    def _stop_when(self, event: StopWhenReached) -> None:
+        """The figure reached its target: submit nothing more (recorded, so that --resume does
+        not either); the running simulations finish and count."""
+        pending = self.store.counts()[SimulationStatus.PENDING]
+        if self.stopped or self.phase != "running" or pending == 0:
+            return  # nothing left to hold back
+        self.stopped = (
+            f"stopped early: {event.figure} {event.value:.4g} below {event.below:.4g} "
+            f"(sa_config.stop_when) with {event.simulations} simulations in the statistics; "
+            f"{pending} planned simulations not started"
+        )
+        self.store.set_study_status(_STOPPED, self.stopped)
+        log.warning("%s", self.stopped)
 
     def _status(self, status: ServerStatus) -> None:
         self.server_status = status
@@ -470,7 +491,7 @@ class Study:
                 self.write_report()  # a user can follow the study in parameters.csv
             if self.breeder is not None and self.breeder.step(self.store):
                 continue  # a new generation to submit
-            if counts[SimulationStatus.PENDING] == 0 and not self.running and (
+            if (counts[SimulationStatus.PENDING] == 0 or self.stopped) and not self.running and (
                     self.breeder is None or self.breeder.done):
                 break
         return self.finish()
@@ -481,7 +502,7 @@ class Study:
         self.publish_status(force=True)
         results = self.server.results(self._finishing_status,
                                       lambda event: self._on_events([event]))
-        self.store.set_study_status(_FINISHED)
+        self.store.set_study_status(_FINISHED, self.stopped)
         self.phase = _FINISHED
         self.publish_status(force=True)
         counts = self.store.counts()

@@ -89,9 +89,12 @@ def advertised_address(bind_address: str, interface: str | None,
         return _require_interface(interface)
     if bind_address not in WILDCARDS:
         return bind_address
-    for host in filter(None, env.get(LAUNCHER_HOSTS_ENV, "").split(",")):
-        source = route_source(host.strip())
-        if source is not None:
+    for host in filter(None, (h.strip() for h in env.get(LAUNCHER_HOSTS_ENV, "").split(","))):
+        source = route_source(host)
+        # A loopback-range address of the launcher's that is local here too (another network
+        # namespace's bridge, say 127.1.0.1 seen from a node at 127.1.1.11) routes to this host's
+        # own lo, not to the launcher: only the launcher's 127.0.0.1 itself means "this host".
+        if source is not None and not (source == "127.0.0.1" != host):
             return source
     # Started without a launcher (or one on this host only): this host's first other address.
     others = [a for name, a in interface_addresses().items() if name != "lo"]

@@ -137,12 +137,29 @@ class Fitness:
                 "fitness": self.fitness}
 
 
+@dataclass(frozen=True)
+class StopWhenReached:
+    """sa_config.stop_when: the convergence figure is below its target with at least
+    min_simulations counted, so the launcher submits no more simulations (sent again at each
+    evaluation while it holds)."""
+
+    KIND: ClassVar[str] = "stop_when_reached"
+    figure: str  # its name in sa_config.stop_when
+    value: float  # the worst field's
+    below: float  # the target
+    simulations: int  # simulations in the statistics when it was evaluated
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.KIND, "figure": self.figure, "value": self.value,
+                "below": self.below, "simulations": self.simulations}
+
+
 Event = (Attached | Restored | ServerStatus | SimulationComplete | SimulationSilent
-         | SimulationRefused | ResultsWritten | Fitness)
+         | SimulationRefused | ResultsWritten | Fitness | StopWhenReached)
 _KINDS: dict[str, type[Any]] = {
     cls.KIND: cls for cls in (Attached, Restored, ServerStatus, SimulationComplete,
                               SimulationSilent, SimulationRefused, ResultsWritten,
-                              Fitness)
+                              Fitness, StopWhenReached)
 }
 
 
@@ -170,15 +187,15 @@ def _field(kind: str, name: str, value: Any) -> Any:
         return ProtocolError(f"{kind} event: {name!r} must be {expected}, got {value!r:.60}")
 
     if name in ("simulation_id", "messages", "bytes", "bad_messages", "simulations_complete",
-                "attempt"):
+                "attempt", "simulations"):
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("an integer")
         return value
-    if name in ("silent_s", "ingest_s", "fitness"):
+    if name in ("silent_s", "ingest_s", "fitness", "value", "below"):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise bad("a number")
         return float(value)
-    if name in ("endpoint", "reason"):
+    if name in ("endpoint", "reason", "figure"):
         if not isinstance(value, str):
             raise bad("a string")
         return value

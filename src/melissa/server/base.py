@@ -190,6 +190,10 @@ class Server:
         """All simulations are done: write the results; returns the files written."""
         return []
 
+    def on_complete(self, simulation_id: int) -> None:
+        """The simulation's data is all here (this rank's cells), once per simulation, before
+        its END is acknowledged."""
+
     def on_abandon(self, simulation_ids: list[int]) -> None:
         """The launcher gave up on these simulations: free what is held for them."""
 
@@ -424,6 +428,7 @@ class Server:
         if self.registry.end(header.simulation_id, header.client_rank):
             log.info("simulation %d complete on rank %d", header.simulation_id, self.rank)
             self.silence.forget(header.simulation_id)
+            self.on_complete(header.simulation_id)
             # Rank 0 (so the launcher) hears of it before the client gets its acknowledgement.
             if self.rank == 0:
                 self.rank_complete(header.simulation_id, self.rank)

@@ -239,7 +239,8 @@ class Registry:
     # -- abandoned simulations ----------------------------------------------------------------
     def abandon(self, simulation_ids: list[int]) -> list[int]:
         """Refuse these simulations from now on and forget their progress unless they are
-        complete here (what was received stays in the results); returns the newly abandoned."""
+        complete here (the server drops what it holds of the others: Server.on_abandon);
+        returns the newly abandoned."""
         new = sorted(set(simulation_ids) - self.abandoned)
         self.abandoned.update(new)
         for simulation_id in new:

@@ -11,8 +11,9 @@ values verbatim (no quoting), so paths there must be plain (letters, digits, `_.
 
 States come from one `oarstat -f -J -j ID -j ID ...` per poll: OAR keeps finished jobs in its
 database, with `exit_code` (the script's wait status) and the job's events (WALLTIME, ...).
-This backend is tested on oarstat/oarsub outputs written from OAR 2.5's sources (see
-docs/schedulers.md), not on a live OAR cluster.
+Tested on a live OAR 2.5.9 cluster (scripts/oar-cluster.sh, tests/cluster/test_oar.py) and on
+outputs captured from it: an oardel-ed job ends in state Error with exit_code null and event
+FRAG_JOB_REQUEST, one killed at its walltime carries FRAG_JOB_REQUEST too, hence WALLTIME first.
 """
 
 from __future__ import annotations

@@ -2,8 +2,12 @@
 
 In a Sobol' study (sa_config.sobol_indices) each field also has a `GroupJoin` that assembles the
 pick-freeze groups and updates the Martinez state; the other statistics then take only the A and
-B members of each group, the independent draws. Every few seconds the widest confidence interval
-of the indices goes to statistics/sobol_convergence.csv, so that a user sees them converge.
+B members of each group, the independent draws. A simulation's data reaches the statistics only
+once it is complete on this rank (its whole group, for the indices): until then it is held apart
+(held.py), so that a simulation abandoned half-way leaves no trace in the results. Every few
+seconds the widest confidence interval of the indices goes to statistics/sobol_convergence.csv,
+so that a user sees them converge, and sa_config.stop_when's figure (figures.py) to
+statistics/stop_when.csv.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import numpy as np
 
 from melissa import __version__
 from melissa.protocol import cell_range, cell_ranges
+from melissa.protocol.events import StopWhenReached
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
+from melissa.server.sa.figures import FIGURES, FieldState
 from melissa.server.sa.groups import GroupJoin
+from melissa.server.sa.held import HeldChunks
 from melissa.server.sa.output import leading_dim, write_field_results
 from melissa.server.sa.zarr_output import ZarrResults
 from melissa.server.stats import FieldStatistics, compile_kernels
@@ -41,7 +48,13 @@ class SensitivityServer(Server):
         self.statistics: dict[int, FieldStatistics] = {}
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
+        self.held = HeldChunks()  # running simulations' chunks, until they complete
+        self.dropped: set[int] = set()  # simulations whose partial data was left out
         self._convergence: dict[str, list[float]] = {}  # this rank's, refreshed periodically
+        self._figure_parts: dict[str, list[float]] = {}  # stop_when: this rank's partial sums
+        self._counted = 0  # simulations in this rank's statistics, at the last refresh
+        self._judged_version = 0  # the refresh rank 0 last judged stop_when on
+        self._stop_told = False
         self._next_convergence = 0.0
         self._convergence_version = 0  # refreshes so far
         self._logged_version = 0  # the refresh rank 0 last wrote rows for
@@ -59,41 +72,113 @@ class SensitivityServer(Server):
             state = SobolState(self.group_size - 2, steps, info.local_size)
             self.sobol[info.field_id] = GroupJoin(state)
             size += state.nbytes
-        log.info("field %r: %.1f MB of statistics state", info.name, size / 1e6)
+        log.info("field %r: %.1f MB of statistics state, and %.1f MB (float64) per running "
+                 "simulation held until it completes", info.name, size / 1e6,
+                 steps * info.local_size * 8 / 1e6)
 
     def on_data(
         self, info: FieldInfo, simulation_id: int, time_step: int, local_start: int, data: np.ndarray
     ) -> None:
-        join = self.sobol.get(info.field_id)
-        if join is not None:
-            join.add(simulation_id, time_step, local_start, data)
-            if simulation_id % self.group_size >= 2:
-                return  # C_k members: their values only serve the indices
-        self.statistics[info.field_id].update(time_step, local_start, data, simulation_id)
+        self.held.add(simulation_id, info.field_id, time_step, local_start, data, frame=True)
 
-    # -- convergence of the Sobol' indices -----------------------------------------------------
+    def on_complete(self, simulation_id: int) -> None:
+        """Its held chunks go to the statistics (A and B members only, in a Sobol' study); the
+        group's go to the Sobol' join once every member is complete here."""
+        if self.group_size == 1 or simulation_id % self.group_size < 2:
+            for field_id, time_step, start, values in self.held.chunks(simulation_id):
+                self.statistics[field_id].update(time_step, start, values, simulation_id)
+        if self.group_size == 1:
+            self.held.drop(simulation_id)
+            return
+        group = simulation_id // self.group_size
+        members = range(group * self.group_size, (group + 1) * self.group_size)
+        sims = self.registry.simulations
+        if not all(m in sims and sims[m].complete for m in members):
+            return
+        steps = self.config.study_options.nb_time_steps
+        for field_id, join in self.sobol.items():
+            for time_step in range(steps):  # step by step: the join holds one step at a time
+                for member in members:
+                    for start, values in self.held.step(member, field_id, time_step):
+                        join.add(member, time_step, start, values)
+        for member in members:
+            self.held.drop(member)
+
+    @property
+    def simulations_counted(self) -> list[int]:
+        """The simulations whose data the statistics (count, moments, ...) hold."""
+        return [s for s in self.registry.completed
+                if self.group_size == 1 or s % self.group_size < 2]
+
+    # -- convergence: the Sobol' indices, sa_config.stop_when ----------------------------------
     def on_status(self, now: float) -> dict[str, Any]:
-        if not self.sobol:
+        stop_when = self.config.sa.stop_when
+        if not self.sobol and stop_when is None:
             return {}
         if now >= self._next_convergence:
             self._refresh_convergence()
             self._next_convergence = now + _CONVERGENCE_PERIOD_S
-        return {"sobol_convergence": self._convergence}
+        out: dict[str, Any] = {"sobol_convergence": self._convergence} if self.sobol else {}
+        if stop_when is not None:
+            out.update(stop_when=self._figure_parts, counted=self._counted)
+        return out
 
     def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
         if self.sobol and self._convergence:
             self._log_convergence(time.monotonic(), statuses)
+        fresh = self._judged_version != self._convergence_version
+        if self.config.sa.stop_when is not None and fresh:
+            self._judged_version = self._convergence_version
+            self._judge_stop(time.monotonic(), statuses)
+
+    def _judge_stop(self, now: float, statuses: list[dict[str, Any]]) -> None:
+        """Rank 0: the figure over every rank (the worst field's), logged to
+        statistics/stop_when.csv; the launcher hears once it is below the target."""
+        stop_when = self.config.sa.stop_when
+        assert stop_when is not None
+        figure = FIGURES[stop_when.figure]
+        names = {name for s in statuses for name in s.get("stop_when", {})}
+        values = [figure.combine([s["stop_when"][n] for s in statuses
+                                  if n in s.get("stop_when", {})]) for n in sorted(names)]
+        value = math.nan if not values or any(math.isnan(v) for v in values) else max(values)
+        counted = min(int(s.get("counted", 0)) for s in statuses)
+        path = self.paths.stop_when
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new_file:
+                writer.writerow(("elapsed_s", "simulations", "figure", "value", "below"))
+            writer.writerow([f"{now - self._started:.1f}", counted, stop_when.figure,
+                             f"{value:.6g}", f"{stop_when.below:.6g}"])
+        if not (value < stop_when.below and counted >= stop_when.min_simulations):
+            return
+        if not self._stop_told:
+            log.info("stop_when: %s %.4g < %.4g with %d simulations: no more simulations",
+                     stop_when.figure, value, stop_when.below, counted)
+            self._stop_told = True
+        self.emit(StopWhenReached(stop_when.figure, value, stop_when.below, counted).to_json())
 
     def _refresh_convergence(self) -> None:
-        """Per field name: [complete groups (fewest over time steps), widest first-order
-        interval, widest total interval, MB held by the join]."""
+        """This rank's figures: stop_when's partial sums per field, and per field name [complete
+        groups (fewest over time steps), widest first-order interval, widest total interval, MB
+        held by the join]."""
+        self._convergence_version += 1
+        stop_when = self.config.sa.stop_when
+        if stop_when is not None:
+            local = FIGURES[stop_when.figure].local
+            fields = self.registry.fields
+            self._figure_parts = {
+                fields[i].name: local(FieldState(stats, self.sobol[i].state if i in self.sobol
+                                                 else None))
+                for i, stats in self.statistics.items()}
+            self._counted = len(self.simulations_counted)
         out = {}
         for field_id, join in self.sobol.items():
             first, total = join.state.widest_interval()
             name = self.registry.fields[field_id].name
             out[name] = [float(join.state.groups.min()), first, total, join.nbytes / 1e6]
         self._convergence = out
-        self._convergence_version += 1
 
     def _log_convergence(self, now: float, statuses: list[dict[str, Any]]) -> None:
         """Rank 0: every rank's widest interval, combined (max), as one CSV row per field."""
@@ -125,13 +210,20 @@ class SensitivityServer(Server):
     # -- results -------------------------------------------------------------------------------
     def on_finish(self) -> list[Path]:
         written = []
+        sims = self.registry.simulations
+        unfinished = [s for s in self.held.simulations if s not in sims or not sims[s].complete]
+        if unfinished:
+            log.warning("simulations %s did not complete: their partial data is left out of the "
+                        "results", unfinished)
+        self._drop(self.held.simulations)
+        log.info("held at most %.1f MB of running simulations' data", self.held.peak_nbytes / 1e6)
         for join in self.sobol.values():
             if join.pending:
                 log.warning("%d half-joined (group, time step) pairs left incomplete: their "
                             "members did not all arrive; not counted", len(join.pending))
-        if self.sobol:
+        if self.sobol or self.config.sa.stop_when is not None:
             self._refresh_convergence()
-            self.emit_status(time.monotonic())  # the convergence log's last row
+            self.emit_status(time.monotonic())  # the convergence logs' last rows
         for name, field_id in self.registry.field_ids.items():
             # Collective over ranks, in config order: every rank takes part for every field,
             # even one it never heard of (a client may have died between two HELLOs).
@@ -174,7 +266,8 @@ class SensitivityServer(Server):
         return {
             "melissa_version": __version__,
             "simulations_complete": self.simulations_complete,
-            "simulations_seen": len(self.registry.simulations),
+            "simulations_seen": len(self.simulations_counted),
+            "simulations_dropped": len(self.dropped),
             "server_ranks": self.ranks,
         }
 
@@ -259,21 +352,33 @@ class SensitivityServer(Server):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_abandon(self, simulation_ids: list[int]) -> None:
-        """Free the half-joined steps of the abandoned simulations' groups (a redraw abandons a
-        whole group). What they sent before stays counted, once, as for any failed simulation."""
-        if not self.sobol:
-            return
-        groups = {s // self.group_size for s in simulation_ids}
+        """Drop what the abandoned simulations sent (for Sobol' indices: what their whole
+        groups sent, as a redraw replaces the group; its members complete before stay in the
+        other statistics)."""
+        size = self.group_size
+        groups = {s // size for s in simulation_ids}
+        self._drop(sorted({g * size + m for g in groups for m in range(size)}))
         freed = sum(join.abandon(groups) for join in self.sobol.values())
         if freed:
             log.info("freed %d half-joined (group, time step) buffers of abandoned groups %s",
                      freed, sorted(groups))
 
+    def _drop(self, simulation_ids: list[int]) -> None:
+        """Forget the held chunks of these simulations: their data stays out of the results."""
+        dropped = [s for s in simulation_ids if s in self.held]
+        freed = sum(self.held.drop(s) for s in dropped)
+        counted = set(self.simulations_counted)
+        self.dropped.update(s for s in dropped if s not in counted)
+        if dropped:
+            log.info("left the data of simulations %s out of the results (%.1f MB)", dropped,
+                     freed / 1e6)
+
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """Arrays named "field<i>/<part>/<name>" for field id i: part "stats" holds
         FieldStatistics.state_dict(); in a Sobol' study, "sobol" the Martinez state
         (SobolState.state_dict()) and "join" the half-joined groups (GroupJoin.state_dict())."""
-        state = {}
+        state = {f"held/{name}": a for name, a in self.held.state_dict().items()}
+        state["held/dropped"] = np.array(sorted(self.dropped), np.int64)
         for field_id, stats in self.statistics.items():
             parts = {"stats": stats.state_dict()}
             join = self.sobol.get(field_id)
@@ -285,7 +390,13 @@ class SensitivityServer(Server):
 
     def restore_state(self, state: dict[str, np.ndarray]) -> None:
         parts: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+        held = {k.removeprefix("held/"): a for k, a in state.items() if k.startswith("held/")}
+        if held:
+            self.dropped = {int(s) for s in held.pop("dropped")}
+            self.held = HeldChunks.from_state_dict(held)
         for key, array in state.items():
+            if key.startswith("held/"):
+                continue
             field, part, name = key.split("/", 2)
             parts.setdefault(int(field.removeprefix("field")), {}).setdefault(part, {})[name] = array
         if set(parts) != set(self.registry.fields):
