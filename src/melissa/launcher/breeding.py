@@ -1,10 +1,10 @@
 """The launcher's side of active sampling (sampling.method "breed"): generations of simulations
 bred from the fitness the training server reports (its "fitness" events), kept in study.db.
 
-Generation 0 (space-filling) is drawn with the study. Generation g >= 1 is bred once every simulation
-of the earlier generations has finished and the fitness of each completed one is known (or after
-sampling.breed.fitness_timeout seconds of waiting, from the fitness known then), until
-parameter_sweep_size simulations are bred. The table `breed` of study.db holds each bred
+Generation 0 (space-filling) is drawn with the study. Generation g >= 1 is bred once every
+simulation of the earlier generations has finished and the fitness of each completed one is
+known (or after sampling.breed.fitness_timeout seconds of waiting, from the fitness known then),
+until parameter_sweep_size simulations are bred. The table `breed` of study.db holds each bred
 simulation's generation, parent, unit-cube coordinates and fitness: a resumed launcher continues
 from it (and adds the simulations of a generation it had recorded but not yet added).
 """
