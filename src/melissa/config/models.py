@@ -223,6 +223,12 @@ class SAConfig(Section):
         "intervals (Martinez, pick-freeze): the study runs parameter_sweep_size groups of p + 2 "
         "simulations. The other statistics then use the groups' A and B members.",
     )
+    second_order: bool = Field(
+        default=False,
+        description="Also second-order Sobol' indices of every pair of parameters, with 95% "
+        "intervals (Saltelli 2002's extended pick-freeze): each group holds 2p + 2 simulations "
+        "(A, B, C_k and D_k). Needs sobol_indices.",
+    )
     plot_time_steps: list[int] | None = Field(
         default=None,
         description="Time steps to plot (default: first, middle and last). Empty list: no plots.",
@@ -289,6 +295,8 @@ class SAConfig(Section):
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {self.quantiles}")
         if len(set(self.quantiles)) != len(self.quantiles):
             raise ValueError(f"quantiles must be unique, got {self.quantiles}")
+        if self.second_order and not self.sobol_indices:
+            raise ValueError("second_order needs sobol_indices: true")
         if any(c < 0 for c in self.plot_cells or []):
             raise ValueError(f"plot_cells are cell indices (>= 0), got {self.plot_cells}")
         if not (self.mean or self.variance or self.skewness or self.kurtosis or self.min
@@ -610,9 +618,11 @@ class StudyConfig(Section):
 
     @property
     def group_size(self) -> int:
-        """Simulations per group: p + 2 (A, B, C_1..C_p) for Sobol' indices, else 1."""
+        """Simulations per group: p + 2 (A, B, C_1..C_p) for Sobol' indices, 2p + 2 (and
+        D_1..D_p) with second-order ones, else 1."""
         if self.sa_config is not None and self.sa_config.sobol_indices:
-            return len(self.parameters) + 2
+            p = len(self.parameters)
+            return (2 * p if self.sa_config.second_order else p) + 2
         return 1
 
     @property
