@@ -173,8 +173,9 @@ class Sampling(Section):
 class StopWhen(Section):
     figure: str = Field(
         description="Convergence figure to watch: mean_stderr (the mean's root-mean-square "
-        "standard error relative to the field's total standard deviation; needs variance), "
-        "see docs/statistics.md.",
+        "standard error relative to the field's total standard deviation; needs variance) or "
+        "sobol_interval (the widest 95% interval of the aggregated Sobol' indices; needs "
+        "sobol_indices), see docs/statistics.md.",
     )
     below: float = Field(gt=0, description="Stop once the figure is below this for every field.")
     min_simulations: int = Field(

@@ -185,7 +185,7 @@ class SensitivityServer(Server):
             local = FIGURES[stop_when.figure].local
             fields = self.registry.fields
             self._figure_parts = {
-                fields[i].name: local(FieldState(stats, self.sobol[i].state if i in self.sobol
+                fields[i].name: local(FieldState(stats, self.sobol[i].aggregate if i in self.sobol
                                                  else None))
                 for i, stats in self.statistics.items()}
             self._counted = len(self.simulations_counted)
