@@ -119,16 +119,16 @@ class BreedOptions(Section):
 
     generation_size: int = Field(
         default=10, gt=0,
-        description="Simulations per generation; generation 0 is drawn at random, each later "
+        description="Simulations per generation; generation 0 is a Halton set, each later "
         "one is bred once the earlier ones finished and their fitness is known.",
     )
     exploration_start: float = Field(
         default=0.5, ge=0, le=1,
-        description="Fraction of fresh random draws in generation 1.",
+        description="Fraction of fresh (space-filling) draws in generation 1.",
     )
     exploration_end: float = Field(
         default=0.1, ge=0, le=1,
-        description="Fraction of fresh random draws in the last generation (linear between).",
+        description="Fraction of fresh draws in the last generation (linear between).",
     )
     mutation_scale: float = Field(
         default=0.5, gt=0,
@@ -138,6 +138,11 @@ class BreedOptions(Section):
     min_mutation: float = Field(
         default=0.01, gt=0,
         description="Smallest standard deviation of a mutation in any direction (unit cube).",
+    )
+    candidates: int = Field(
+        default=30, gt=0,
+        description="A fresh draw is the farthest from every simulation so far of this many "
+        "uniform draws (1: plain uniform draws).",
     )
     retries: int = Field(
         default=5, ge=0,
@@ -343,6 +348,13 @@ class DLConfig(Section):
         default=None, ge=0,
         description="the reservoirs: batches trained after the last simulation ended; null: "
         "until every sample (pair) in the buffer was used at least once.",
+    )
+    batches_per_sample: float | None = Field(
+        default=None, gt=0,
+        description="While simulations still send: at most this many batches per sample the "
+        "server rank received so far (training waits for data beyond), so the training a study "
+        "gets depends on its data, not on how long its simulations took; null: as many batches "
+        "as the time allows.",
     )
     nb_batches_update: int = Field(
         default=100, gt=0,
