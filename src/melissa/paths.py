@@ -76,8 +76,8 @@ class StudyPaths:
 
     @property
     def sobol_convergence(self) -> Path:
-        """Sobol' studies: the widest 95% interval of the indices over time, one row per field
-        every few seconds (plotted as plots/sobol_convergence.png)."""
+        """Sobol' studies: the aggregated indices of each field and their widest 95% interval
+        over time, one row per field every few seconds (plotted as plots/sobol_convergence.png)."""
         return self.statistics / "sobol_convergence.csv"
 
     @property

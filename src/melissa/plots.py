@@ -16,7 +16,8 @@ Output, in plots_dir, file names `<field>_<what>.png`:
 - `sobol_first`, `sobol_total` (Sobol' studies): index maps (or profiles), a row per parameter;
 - `sobol_time_series`: first-order (with its 95% interval) and total indices of every parameter
   over time at the chosen cells: which parameter drives the field where and when.
-`plot_convergence` draws statistics/sobol_convergence.csv (the widest interval over time).
+`plot_convergence` draws statistics/sobol_convergence.csv (aggregated indices and the widest
+interval among them, against complete groups).
 
 Plots read only what they draw: the chosen time steps, and of those at most _MAX_POINTS cells
 along each spatial axis (every k-th cell: about the figure's width in pixels); the time series
@@ -33,9 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 __all__ = ["default_time_steps", "plot_convergence", "plot_statistics"]
 
@@ -44,6 +47,10 @@ THRESHOLD = "threshold"
 _INDEX_DIMS = ("parameter", "quantile_level")
 COUNT = "count"
 DPI = 100
+# Sobol' index cells the server left NaN: their output variance is negligible (round-off).
+MASKED_COLOR = "lightgrey"
+MASKED_LABEL = ("grey: masked, output variance < 1e-12 x\nthe field's largest at that step "
+                "(index undefined);\nestimates drawn as they are, even outside [0, 1]")
 _MAX_POINTS = 1000  # cells drawn along a spatial axis, at most (about a figure's pixels)
 
 # figure titles, by file name suffix
@@ -75,6 +82,7 @@ class Row:
     cmap: str = "viridis"
     limits: tuple[float, float] | None = None  # fixed colour range, e.g. (0, 1) for a probability
     diverging: bool = False  # colour range symmetric about 0 (skewness, excess kurtosis)
+    index: bool = False  # a Sobol' index: NaN cells masked, values outside [0, 1] counted
 
 
 def plot_statistics(
@@ -133,33 +141,50 @@ def plot_statistics(
 
 
 def plot_convergence(csv_path: Path, plots_dir: Path) -> Path | None:
-    """plots/sobol_convergence.png from statistics/sobol_convergence.csv: the widest 95%
-    interval of the first-order and total indices against complete groups, per field. None
-    when the file is missing or has no finite row yet."""
+    """plots/sobol_convergence.png from statistics/sobol_convergence.csv, per field against
+    complete groups: the convergence figure (widest 95% interval of the aggregated indices), and
+    the aggregated first-order and total indices of every parameter with their 95% intervals.
+    None when the file is missing or has no finite figure yet."""
     import csv
 
     try:
         with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
+            rows = [r for r in csv.DictReader(f) if "widest_interval" in r]
+    except (OSError, csv.Error):
         return None
-    curves: dict[str, list[tuple[float, float, float]]] = {}
+    fields: dict[str, list[dict[str, str]]] = {}
     for row in rows:
-        curves.setdefault(row["field"], []).append(
-            (float(row["groups"]), float(row["widest_first"]), float(row["widest_total"])))
-    if not any(np.isfinite(v[1]) for points in curves.values() for v in points):
+        fields.setdefault(row["field"], []).append(row)
+    if not any(np.isfinite(float(r["widest_interval"])) for r in rows):
         return None
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for i, (name, points) in enumerate(curves.items()):
-        groups, first, total = (np.array(c) for c in zip(*points))
-        ax.plot(groups, first, "-o", color=f"C{i}", markersize=3, label=f"{name}: first order")
-        ax.plot(groups, total, "--s", color=f"C{i}", markersize=3, label=f"{name}: total")
-    ax.set_xlabel("complete groups (fewest over time steps)")
-    ax.set_ylabel("widest 95% interval over the field")
-    ax.set_title("Convergence of the Sobol' indices")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig = Figure(figsize=(7, 3.2 * (1 + len(fields))), layout="constrained")
+    axes = fig.subplots(1 + len(fields), 1, squeeze=False)[:, 0]
+    for i, (name, points) in enumerate(fields.items()):
+        groups = np.array([float(r["groups"]) for r in points])
+        axes[0].plot(groups, [float(r["widest_interval"]) for r in points], "-o",
+                     color=f"C{i}", markersize=3, label=name)
+        parameters = [c.removeprefix("first_") for c in points[0]
+                      if c.startswith("first_") and not c.endswith(("_low", "_high"))]
+        ax = axes[1 + i]
+        for j, parameter in enumerate(parameters):
+            for kind, style in (("first", "-"), ("total", "--")):
+                column = f"{kind}_{parameter}"
+                values, low, high = (np.array([float(r[c]) for r in points]) for c in
+                                     (column, f"{column}_low", f"{column}_high"))
+                ax.plot(groups, values, style, color=f"C{j}",
+                        label=f"{parameter}: {'first order' if kind == 'first' else 'total'}")
+                ax.fill_between(groups, low, high, color=f"C{j}", alpha=0.12)
+        ax.set_title(f"{name}: aggregated indices (variance-weighted over cells and time "
+                     "steps), 95% intervals shaded", fontsize=9)
+        ax.set_xlabel("complete groups")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_xlabel("complete groups")
+    axes[0].set_ylabel("widest 95% interval")
+    axes[0].set_title("Convergence of the Sobol' indices: widest 95% interval of the "
+                      "aggregated indices", fontsize=9)
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     plots_dir.mkdir(parents=True, exist_ok=True)
     return _save(fig, Path(plots_dir) / "sobol_convergence.png")
 
@@ -263,10 +288,14 @@ def _indexed_rows(ds: xr.Dataset, space: tuple[str, ...]) -> dict[str, list[Row]
     for name in ("sobol_first", "sobol_total"):
         if name in ds.data_vars:
             index = ds[name]
+            # Drawn as estimated, never clipped: the colour range holds [0, 1] and every value.
+            lo, hi = _limits([index.values])
+            limits = (min(0.0, lo if lo is not None else 0.0), max(1.0, hi if hi is not None
+                                                                   else 1.0))
             out[name] = [
                 Row(f"{INDEXED_TITLES[name].split()[0]} {param}",
                     index.isel(parameter=i).transpose(TIME, *space), cmap="plasma",
-                    limits=(0.0, 1.0))
+                    limits=limits, index=True)
                 for i, param in enumerate(_parameter_names(index))
             ]
     return out
@@ -330,8 +359,11 @@ def _sobol_series_figure(
         where = ", ".join(f"{d}={i}" for d, i in at.items())
         ax.set_title(f"{label} ({where})", fontsize=9)
         ax.set_xlabel(_time_axis_label(first))
-        ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
+    # [0, 1] and every estimate, never clipped (small samples give some outside [0, 1])
+    lo, hi = _limits([first.values, total.values, low.values, high.values])
+    axes[0].set_ylim(min(-0.05, lo if lo is not None else 0.0),
+                     max(1.05, hi if hi is not None else 1.0))
     axes[0].set_ylabel("Sobol' index")
     handles, labels = axes[0].get_legend_handles_labels()
     # one legend column per parameter: its S above its ST
@@ -402,16 +434,21 @@ def _maps_figure(rows: list[Row], steps: list[int], space: tuple[str, ...], titl
         xs, ys = (np.asarray(row.data[d].values) if d in row.data.coords else np.arange(n)
                   for d, n in ((xdim, nx), (ydim, ny)))
         extent = (xs[0] - 0.5, xs[-1] + 0.5, ys[0] - 0.5, ys[-1] + 0.5)
+        cmap = matplotlib.colormaps[row.cmap].with_extremes(bad=MASKED_COLOR)
         for ax, step, snap in zip(row_axes, steps, snaps, strict=True):
             image = ax.imshow(
-                snap, origin="lower", cmap=row.cmap, vmin=vmin, vmax=vmax,
+                snap, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                 interpolation="nearest", aspect=aspect, extent=extent,
             )
-            ax.set_title(f"{row.label}\n{_step_label(row.data, step)}", fontsize=9)
+            note = f"\n{index_note(snap)}" if row.index else ""
+            ax.set_title(f"{row.label}\n{_step_label(row.data, step)}{note}", fontsize=8)
             ax.set_xlabel(xdim)
             ax.set_ylabel(ydim)
         assert image is not None  # steps is never empty here
         fig.colorbar(image, ax=list(row_axes), shrink=0.9)
+    if any(row.index for row in rows):
+        fig.legend(handles=[Patch(color=MASKED_COLOR, label=MASKED_LABEL)],
+                   loc="outside lower center", fontsize=8)
     fig.suptitle(title)
     return fig
 
@@ -445,7 +482,12 @@ def _profiles_figure(
     for row, ax in zip(rows, axes, strict=True):
         x = _cell_axis(row.data)
         for step in steps:
-            ax.plot(x, _flat(row.data.isel({TIME: step})), label=_step_label(row.data, step))
+            values = _flat(row.data.isel({TIME: step}))
+            note = f": {index_note(values)}" if row.index else ""
+            ax.plot(x, values, label=f"{_step_label(row.data, step)}{note}")
+        if row.index:
+            ax.set_title(MASKED_LABEL.replace("grey: masked", "gaps: masked")
+                         .replace("\n", " "), fontsize=7)
         if row.limits is not None:
             ax.set_ylim(row.limits[0] - 0.02, row.limits[1] + 0.02)
         ax.set_ylabel(row.label)
@@ -504,6 +546,19 @@ def _probe_cells(shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def index_note(values: np.ndarray) -> str:
+    """How many cells of a Sobol' index snapshot are masked (NaN) and outside [0, 1]."""
+    values = np.asarray(values, dtype=float)
+    masked = int(np.isnan(values).sum())
+    below, above = int((values < 0).sum()), int((values > 1).sum())
+    parts = [f"{masked} masked"] if masked else []
+    if below:
+        parts.append(f"{below} < 0 (min {np.nanmin(values):.2f})")
+    if above:
+        parts.append(f"{above} > 1 (max {np.nanmax(values):.2f})")
+    return ", ".join(parts) if parts else "all in [0, 1]"
 
 
 def _limits(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from melissa.config.models import Sampling, UniformParameter
 from melissa.sampling import Sampler
@@ -133,25 +134,32 @@ def test_a_sobol_member_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_p
     assert_statistics_of(got, counted)
 
 
-def test_a_failing_sobol_member_redraws_its_whole_group(launcher: Any, tmp_path: Path) -> None:
-    groups, size, doomed = 3, 3, 4  # one parameter: groups of A, B, C_p; 4 is group 1's B
+@pytest.mark.parametrize("second_order", [False, True])
+def test_a_failing_sobol_member_redraws_its_whole_group(launcher: Any, tmp_path: Path,
+                                                        second_order: bool) -> None:
+    # One parameter: groups of A, B, C_p (and D_p with second order); `doomed` is group 1's B.
+    groups, size = 3, 4 if second_order else 3
+    doomed, hung = size + 1, size + 2
     # Its C_p hangs long enough to be running still when the group is redrawn.
-    cfg = chaos_config(tmp_path, groups, {"doomed": [str(doomed)], "hang": {"5": 0}})
+    cfg = chaos_config(tmp_path, groups, {"doomed": [str(doomed)], "hang": {str(hung): 0}})
     cfg["sa_config"]["sobol_indices"] = True
+    cfg["sa_config"]["second_order"] = second_order
     cfg["study_options"]["simulation_timeout"] = 20
     run = launcher(cfg)
     assert run.returncode == 0, run.output
     rows = run.parameters()
     assert [r["simulation_id"] for r in rows] == [str(i) for i in range((groups + 1) * size)]
+    redrawn = f"group 3 (simulations {3 * size}-{4 * size - 1})"
     assert rows[doomed]["status"] == "redrawn"
-    assert rows[doomed]["message"].endswith("failed 3 times, redrawn as group 3 (simulations 9-11)")
-    assert rows[3]["status"] == "completed"  # done before the redraw: kept
-    assert (rows[5]["status"], rows[5]["message"]) == (
-        "redrawn", "group 1 redrawn as group 3 (simulations 9-11): simulation 4 failed 3 times")
-    assert [r["status"] for r in rows[9:]] == ["completed"] * size
-    assert [r["sobol_member"] for r in rows[9:]] == ["A", "B", "C_p"]
+    assert rows[doomed]["message"].endswith(f"failed 3 times, redrawn as {redrawn}")
+    assert rows[size]["status"] == "completed"  # done before the redraw: kept
+    assert (rows[hung]["status"], rows[hung]["message"]) == (
+        "redrawn", f"group 1 redrawn as {redrawn}: simulation {doomed} failed 3 times")
+    assert [r["status"] for r in rows[3 * size:]] == ["completed"] * size
+    assert [r["sobol_member"] for r in rows[3 * size:]] == ["A", "B", "C_p", "D_p"][:size]
     sampler = Sampler([UniformParameter(name="p", distribution="uniform", low=0, high=1)],
-                      Sampling(), seed=7, planned_size=groups, pick_freeze=True)
+                      Sampling(), seed=7, planned_size=groups, pick_freeze=True,
+                      second_order=second_order)
     assert [float(r["p"]) for r in rows] == sampler.draw(groups + 1)[:, 0].tolist()
     server_log = (run.output_dir / "logs" / "server.log").read_text()
-    assert "abandoned simulations [4, 5]" in server_log, server_log
+    assert f"abandoned simulations [{doomed}, {hung}" in server_log, server_log

@@ -314,39 +314,45 @@ def test_two_ranks_stop_on_sigterm_and_restore(
 
 
 SOBOL = {"sobol_indices": True, "mean": True, "variance": True, "quantiles": [0.5]}
-SOBOL_SIMS = 15  # 5 groups of p + 2 = 3 members (A, B, C_p)
 
 
 def sobol_study(paths: StudyPaths, token: bytes, servers: list[Server],
-                kill: bool) -> dict[str, np.ndarray]:
-    """Groups 0-1 complete, then group 2's A fully and its B half sent; with `kill`, a SIGKILL
-    after a checkpoint holds that, then a restart where every client sends everything again."""
+                kill: bool, size: int) -> dict[str, np.ndarray]:
+    """5 groups of `size` members (A, B, C_p and, second order, D_p): groups 0-1 complete, then
+    group 2's A fully and its B half sent; with `kill`, a SIGKILL after a checkpoint holds
+    that, then a restart where every client sends everything again."""
     servers.append(server := start(paths, token))
     if kill:
-        for sim in range(7):
+        for sim in range(2 * size + 1):
             run_client(server, sim)
-        run_client(server, 7, steps=2, finalize=False)
+        run_client(server, 2 * size + 1, steps=2, finalize=False)
         wait_checkpoint_after(paths, checkpoints_logged(paths))
         stop(server, signal.SIGKILL)
         servers.append(server := start(paths, token))
-        assert wait_event(server, "restored")["complete"] == list(range(7))
+        assert wait_event(server, "restored")["complete"] == list(range(2 * size + 1))
         assert "half-joined" not in paths.server_log.read_text()
-    for sim in range(SOBOL_SIMS):
+    for sim in range(5 * size):
         run_client(server, sim, attempt=int(kill))
     server.finish()
     return results(paths)
 
 
+@pytest.mark.parametrize("second_order", [False, True])
 def test_sobol_restart_keeps_half_joined_groups_and_quantiles(
-    tmp_path: Path, servers: list[Server]
+    tmp_path: Path, servers: list[Server], second_order: bool
 ) -> None:
     """A Sobol' study killed with groups half joined: the restored join completes them, and
-    every index, interval, quantile and moment equals the uninterrupted run."""
+    every index, interval, aggregated index, quantile and moment equals the uninterrupted
+    run."""
     token = secrets.token_bytes(16)
-    expected = sobol_study(write_study(tmp_path / "a", SOBOL), token, servers, kill=False)
-    got = sobol_study(write_study(tmp_path / "b", {**SOBOL, "checkpoint_interval": 0.3}), token,
-                      servers, kill=True)
+    sa = {**SOBOL, "second_order": second_order}
+    size = 4 if second_order else 3
+    expected = sobol_study(write_study(tmp_path / "a", sa), token, servers, kill=False,
+                           size=size)
+    got = sobol_study(write_study(tmp_path / "b", {**sa, "checkpoint_interval": 0.3}), token,
+                      servers, kill=True, size=size)
     assert set(got) == set(expected) and "sobol_first" in got
+    assert ("sobol_second" in got) == second_order and "sobol_first_aggregated" in got
     np.testing.assert_array_equal(got["sobol_groups"], 5)
     np.testing.assert_array_equal(got["count"], 10)  # the A and B members
     for name, array in expected.items():

@@ -84,7 +84,7 @@ BAD = [
      "c.json: sa_config: no statistic selected: set at least one of mean, variance, ..."),
     (with_change("sa_config", {"stop_when": {"figure": "mean_error", "below": 0.1}}),
      ("c.json: sa_config.stop_when.figure: unknown figure 'mean_error': choose one of "
-      "['mean_stderr'], got \"mean_error\"")),
+      "['mean_stderr', 'sobol_interval'], got \"mean_error\"")),
     (with_change("sa_config", {"stop_when": {"figure": "mean_stderr", "below": 0}}),
      "c.json: sa_config.stop_when.below: Input should be greater than 0, got 0"),
     (with_change("sa_config", {"stop_when": {"figure": "mean_stderr", "below": 0.1,

@@ -53,3 +53,33 @@ def test_mean_stderr_edges() -> None:
     assert math.isnan(figure.combine([figure.local(FieldState(one, None))]))
     constant = stats_of(np.ones((4, 2, 3)))
     assert figure.combine([figure.local(FieldState(constant, None))]) == 0.0
+
+
+def test_sobol_interval_is_the_aggregated_widest_interval_over_ranks() -> None:
+    """The stop_when figure of a Sobol' study equals the convergence figure that the summary,
+    the CSV and melissa-monitor show, computed from the same joins split over two ranks."""
+    from melissa.server.sa.groups import GroupJoin
+    from melissa.server.stats.sobol import SobolState
+    from melissa.server.stats.sobol_aggregate import combine, widest_interval
+
+    rng = np.random.default_rng(4)
+    p, cells, groups = 3, 10, 40
+    weights = np.linspace(0.2, 2.0, cells)
+    figure = FIGURES["sobol_interval"]
+    assert math.isnan(figure.combine([figure.local(FieldState(
+        stats_of(np.zeros((2, 1, cells))), GroupJoin(SobolState(p, 1, cells)).aggregate))]))
+    draws = rng.random((groups, 2, p))
+    parts, summaries = [], []
+    for lo, hi in ((0, 4), (4, cells)):  # the same groups, the cells split over two ranks
+        join = GroupJoin(SobolState(p, 1, hi - lo))
+        for g, (a, b) in enumerate(draws):
+            members = [a, b] + [np.where(np.arange(p) == k, a, b) for k in range(p)]
+            for m, x in enumerate(members):
+                y = (np.sin(x[0]) + 2 * x[1] ** 2 + 0.1 * x[2]) * weights[lo:hi]
+                join.add(g * (p + 2) + m, 0, 0, y)
+        parts.append(figure.local(FieldState(stats_of(np.zeros((2, 1, hi - lo))),
+                                             join.aggregate)))
+        summaries.append(join.aggregate.summary())
+    got = figure.combine(parts)
+    assert math.isfinite(got) and 0 < got < 2
+    assert got == widest_interval(combine(summaries))

@@ -120,16 +120,16 @@ class BreedOptions(Section):
 
     generation_size: int = Field(
         default=10, gt=0,
-        description="Simulations per generation; generation 0 is drawn at random, each later "
+        description="Simulations per generation; generation 0 is a Halton set, each later "
         "one is bred once the earlier ones finished and their fitness is known.",
     )
     exploration_start: float = Field(
         default=0.5, ge=0, le=1,
-        description="Fraction of fresh random draws in generation 1.",
+        description="Fraction of fresh (space-filling) draws in generation 1.",
     )
     exploration_end: float = Field(
         default=0.1, ge=0, le=1,
-        description="Fraction of fresh random draws in the last generation (linear between).",
+        description="Fraction of fresh draws in the last generation (linear between).",
     )
     mutation_scale: float = Field(
         default=0.5, gt=0,
@@ -139,6 +139,11 @@ class BreedOptions(Section):
     min_mutation: float = Field(
         default=0.01, gt=0,
         description="Smallest standard deviation of a mutation in any direction (unit cube).",
+    )
+    candidates: int = Field(
+        default=30, gt=0,
+        description="A fresh draw is the farthest from every simulation so far of this many "
+        "uniform draws (1: plain uniform draws).",
     )
     retries: int = Field(
         default=5, ge=0,
@@ -169,8 +174,9 @@ class Sampling(Section):
 class StopWhen(Section):
     figure: str = Field(
         description="Convergence figure to watch: mean_stderr (the mean's root-mean-square "
-        "standard error relative to the field's total standard deviation; needs variance), "
-        "see docs/statistics.md.",
+        "standard error relative to the field's total standard deviation; needs variance) or "
+        "sobol_interval (the widest 95% interval of the aggregated Sobol' indices; needs "
+        "sobol_indices), see docs/statistics.md.",
     )
     below: float = Field(gt=0, description="Stop once the figure is below this for every field.")
     min_simulations: int = Field(
@@ -227,6 +233,12 @@ class SAConfig(Section):
         description="First-order and total Sobol' indices of every parameter with 95% "
         "intervals (Martinez, pick-freeze): the study runs parameter_sweep_size groups of p + 2 "
         "simulations. The other statistics then use the groups' A and B members.",
+    )
+    second_order: bool = Field(
+        default=False,
+        description="Also second-order Sobol' indices of every pair of parameters, with 95% "
+        "intervals (Saltelli 2002's extended pick-freeze): each group holds 2p + 2 simulations "
+        "(A, B, C_k and D_k). Needs sobol_indices.",
     )
     plot_time_steps: list[int] | None = Field(
         default=None,
@@ -302,6 +314,8 @@ class SAConfig(Section):
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {self.quantiles}")
         if len(set(self.quantiles)) != len(self.quantiles):
             raise ValueError(f"quantiles must be unique, got {self.quantiles}")
+        if self.second_order and not self.sobol_indices:
+            raise ValueError("second_order needs sobol_indices: true")
         if any(c < 0 for c in self.plot_cells or []):
             raise ValueError(f"plot_cells are cell indices (>= 0), got {self.plot_cells}")
         if not (self.mean or self.variance or self.skewness or self.kurtosis or self.min
@@ -352,6 +366,13 @@ class DLConfig(Section):
         default=None, ge=0,
         description="the reservoirs: batches trained after the last simulation ended; null: "
         "until every sample (pair) in the buffer was used at least once.",
+    )
+    batches_per_sample: float | None = Field(
+        default=None, gt=0,
+        description="While simulations still send: at most this many batches per sample the "
+        "server rank received so far (training waits for data beyond), so the training a study "
+        "gets depends on its data, not on how long its simulations took; null: as many batches "
+        "as the time allows.",
     )
     nb_batches_update: int = Field(
         default=100, gt=0,
@@ -616,9 +637,11 @@ class StudyConfig(Section):
 
     @property
     def group_size(self) -> int:
-        """Simulations per group: p + 2 (A, B, C_1..C_p) for Sobol' indices, else 1."""
+        """Simulations per group: p + 2 (A, B, C_1..C_p) for Sobol' indices, 2p + 2 (and
+        D_1..D_p) with second-order ones, else 1."""
         if self.sa_config is not None and self.sa_config.sobol_indices:
-            return len(self.parameters) + 2
+            p = len(self.parameters)
+            return (2 * p if self.sa_config.second_order else p) + 2
         return 1
 
     @property

@@ -105,12 +105,20 @@ def _sobol_convergence(path: Path) -> list[tuple[str, str]]:
     server's statistics/sobol_convergence.csv; nothing when the study has no Sobol' indices."""
     try:
         with open(path, newline="") as f:
-            last = {row["field"]: row for row in csv.DictReader(f)}
+            last = {row["field"]: row for row in csv.DictReader(f) if "widest_interval" in row}
     except (OSError, KeyError, csv.Error):
         return []
-    return [(field, (f"{row['groups']} groups, widest 95% interval {row['widest_first']} "
-                     f"(first order), {row['widest_total']} (total)"))
-            for field, row in last.items()]
+    out = []
+    for field, row in last.items():
+        parameters = [c.removeprefix("first_") for c in row
+                      if c.startswith("first_") and not c.endswith(("_low", "_high"))]
+        indices = "; ".join(
+            f"{p} {row[f'first_{p}']} [{row[f'first_{p}_low']}, {row[f'first_{p}_high']}] / "
+            f"{row[f'total_{p}']}" for p in parameters)
+        out.append((field, (f"{row['groups']} groups, widest 95% interval "
+                            f"{row['widest_interval']}; aggregated first order [95%] / total: "
+                            f"{indices}")))
+    return out
 
 
 def _stop_when(path: Path) -> list[tuple[str, str]]:

@@ -126,6 +126,8 @@ def build_snapshot(
             "recent_mb_s": recent_mb_s,
             # Deep learning: the latest training figures (batch, loss, validation_loss, ...).
             "training": dict(server.training or {}),
+            # Sobol' studies: per field, the aggregated indices and their widest 95% interval.
+            "sobol_convergence": dict(server.sobol_convergence or {}),
         },
         "running": progress,
         "recent_failures": [

@@ -601,7 +601,8 @@ def _new_sampler(loaded: LoadedConfig) -> Sampler:
     sampling = (config.sampling.model_copy(update={"method": "random"})
                 if config.sampling.method == "breed" else config.sampling)
     return Sampler(config.parameters, sampling, config.study_options.seed,
-                   planned_size=size, pick_freeze=config.group_size > 1)
+                   planned_size=size, pick_freeze=config.group_size > 1,
+                   second_order=config.sa_config is not None and config.sa_config.second_order)
 
 
 def _check_same_study(loaded: LoadedConfig, paths: StudyPaths, stored: dict[str, Any]) -> None:

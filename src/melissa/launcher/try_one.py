@@ -105,7 +105,9 @@ def first_parameters(config: StudyConfig) -> list[float]:
     """The design's first parameter set (simulation 0's)."""
     size = config.study_options.parameter_sweep_size
     sampler = Sampler(config.parameters, config.sampling, config.study_options.seed,
-                      planned_size=size, pick_freeze=config.group_size > 1)
+                      planned_size=size, pick_freeze=config.group_size > 1,
+                      second_order=config.sa_config is not None
+                      and config.sa_config.second_order)
     return [float(v) for v in sampler.draw(1)[0]]
 
 

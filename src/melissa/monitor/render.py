@@ -45,6 +45,8 @@ def plain(snapshot: Mapping[str, Any]) -> str:
     ]
     if server.get("training"):
         lines.append(f"training    {_training(server['training'])}")
+    for field, figures in (server.get("sobol_convergence") or {}).items():
+        lines.append(f"sobol       {field}: {sobol_line(figures)}")
     running = snapshot.get("running") or []
     for i, job in enumerate(running[:MAX_ROWS]):
         lines.append(f"{'running' if i == 0 else '':<12}{_job(job)}")
@@ -79,6 +81,8 @@ def rich_view(snapshot: Mapping[str, Any], address: str) -> RenderableType:
     training = (snapshot.get("server") or {}).get("training")
     if training:
         parts.append(Text(f"training: {_training(training)}"))
+    for field, figures in ((snapshot.get("server") or {}).get("sobol_convergence") or {}).items():
+        parts.append(Text(f"Sobol' indices, {field}: {sobol_line(figures)}"))
     running = snapshot.get("running") or []
     if running:
         jobs = Table("simulation", "job", "state", "progress", "", "time", title="Running",
@@ -121,6 +125,19 @@ def _training(t: Mapping[str, Any]) -> str:
             + ("" if validation is None else f", validation {validation:.4g}")
             + f", {t.get('samples_per_s', 0):.0f} samples/s, buffer "
             f"{100 * t.get('buffer_fill', 0):.0f}% full, reuse {t.get('buffer_reuse', 0):.1f}")
+
+
+def sobol_line(figures: Mapping[str, Any]) -> str:
+    """A field's convergence (server/sa/convergence.py): complete groups, the widest 95%
+    interval of its aggregated indices and the indices themselves."""
+    def number(value: object) -> str:
+        return "nan" if value is None else f"{float(value):.3f}"  # type: ignore[arg-type]
+
+    first = ", ".join(number(v) for v in figures.get("first") or [])
+    total = ", ".join(number(v) for v in figures.get("total") or [])
+    return (f"{figures.get('groups', 0)} groups, widest 95% interval "
+            f"{number(figures.get('widest_interval'))}; aggregated first order [{first}], "
+            f"total [{total}]")
 
 
 def _job(job: Mapping[str, Any]) -> str:

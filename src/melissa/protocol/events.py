@@ -45,7 +45,8 @@ class Restored:
 class ServerStatus:
     """Once a second: the server's figures summed over its ranks. `chunks_received` holds the
     simulations not complete yet, by id (as a string: a JSON key); `training` only a
-    deep-learning server's latest training figures."""
+    deep-learning server's latest training figures; `sobol_convergence` only a Sobol' study's
+    aggregated indices per field (server/sa/convergence.py, `field_convergence`)."""
 
     KIND: ClassVar[str] = "status"
     messages: int = 0
@@ -55,6 +56,7 @@ class ServerStatus:
     simulations_complete: int = 0
     chunks_received: Mapping[str, int] = field(default_factory=dict)
     training: Mapping[str, Any] | None = None
+    sobol_convergence: Mapping[str, Any] | None = None
 
     @property
     def mean_mb_s(self) -> float:
@@ -70,6 +72,8 @@ class ServerStatus:
         }
         if self.training is not None:
             out["training"] = dict(self.training)
+        if self.sobol_convergence is not None:
+            out["sobol_convergence"] = dict(self.sobol_convergence)
         return out
 
 
@@ -214,7 +218,7 @@ def _field(kind: str, name: str, value: Any) -> Any:
                 isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
             raise bad("an object of integers")
         return dict(value)
-    if name == "training":
+    if name in ("training", "sobol_convergence"):
         if value is not None and not isinstance(value, dict):
             raise bad("an object or null")
         return value

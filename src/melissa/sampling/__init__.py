@@ -21,12 +21,14 @@ __all__ = ["Sampler", "inverse_cdf", "member_label"]
 
 
 def member_label(member: int, names: Sequence[str]) -> str:
-    """Role of member `member` of a pick-freeze group: "A", "B", then "C_<parameter>"."""
+    """Role of member `member` of a pick-freeze group: "A", "B", "C_<parameter>", then (second
+    order) "D_<parameter>"."""
     if member == 0:
         return "A"
     if member == 1:
         return "B"
-    return f"C_{names[member - 2]}"
+    p = len(names)
+    return f"C_{names[member - 2]}" if member < p + 2 else f"D_{names[member - 2 - p]}"
 
 
 class Sampler:
@@ -36,7 +38,8 @@ class Sampler:
     A group is one parameter set, or with `pick_freeze` the p + 2 sets of a Sobol' pick-freeze
     group (docs/statistics.md, "Sobol' indices"): A and B are two independent points (the design has dimension 2p: A is
     a point's first p coordinates, B its last p), then C_k (k = 1..p) is A with its k-th value
-    taken from B. `draw(n)` returns the n groups' rows one group after the other.
+    taken from B; with `second_order` (Saltelli 2002) also D_k (k = 1..p), B with its k-th value
+    taken from A: 2p + 2 sets. `draw(n)` returns the n groups' rows one group after the other.
 
     What holds, for every method: the same (parameters, sampling, seed, planned_size) give the
     same points, and `draw(a)` then `draw(b)` equals `draw(a + b)`. So a resumed launcher gets
@@ -59,11 +62,13 @@ class Sampler:
         *,
         planned_size: int | None = None,
         pick_freeze: bool = False,
+        second_order: bool = False,
     ) -> None:
         if not parameters:
             raise ValueError("a Sampler needs at least one parameter")
         self._parameters = list(parameters)
         self._pick_freeze = pick_freeze
+        self._second_order = pick_freeze and second_order
         dimension = len(parameters) * (2 if pick_freeze else 1)
         self._design = _make_design(sampling, dimension, seed, planned_size)
         self._drawn = 0
@@ -75,8 +80,9 @@ class Sampler:
 
     @property
     def group_size(self) -> int:
-        """Parameter sets per group: p + 2 with pick_freeze, else 1."""
-        return len(self._parameters) + 2 if self._pick_freeze else 1
+        """Parameter sets per group: p + 2 with pick_freeze (2p + 2 with second_order), else 1."""
+        p = len(self._parameters)
+        return (2 * p if self._second_order else p) + 2 if self._pick_freeze else 1
 
     @property
     def drawn(self) -> int:
@@ -96,12 +102,16 @@ class Sampler:
         if not self._pick_freeze:
             return values
         a, b = values[:, :p], values[:, p:]
-        groups = np.empty((n, p + 2, p), dtype=np.float64)
+        size = self.group_size
+        groups = np.empty((n, size, p), dtype=np.float64)
         groups[:, 0], groups[:, 1] = a, b
         for k in range(p):
             groups[:, 2 + k] = a
             groups[:, 2 + k, k] = b[:, k]
-        return groups.reshape(n * (p + 2), p)
+            if self._second_order:
+                groups[:, 2 + p + k] = b
+                groups[:, 2 + p + k, k] = a[:, k]
+        return groups.reshape(n * size, p)
 
 
 def _make_design(

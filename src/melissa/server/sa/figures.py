@@ -18,7 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from melissa.server.stats import FieldStatistics
-    from melissa.server.stats.sobol import SobolState
+    from melissa.server.stats.sobol_aggregate import AggregatedSobol
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class FieldState:
     """What a figure sees of one field on one rank."""
 
     statistics: FieldStatistics
-    sobol: SobolState | None  # None unless sa_config.sobol_indices
+    aggregate: AggregatedSobol | None  # the aggregated Sobol' indices; None unless sobol_indices
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,34 @@ def mean_stderr(parts: Sequence[Sequence[float]]) -> float:
     return math.sqrt(se2 / cells / spread)
 
 
+def sobol_interval_parts(state: FieldState) -> list[float]:
+    """This rank's aggregated-index summary, flattened: [n, mean (p × 5), cov (p × 5 × 5)]."""
+    assert state.aggregate is not None  # the config requires sobol_indices for this figure
+    summary = state.aggregate.summary()
+    return [float(summary["n"]), *np.ravel(summary["mean"]), *np.ravel(summary["cov"])]
+
+
+def sobol_interval(parts: Sequence[Sequence[float]]) -> float:
+    """The widest 95% interval of the field's aggregated first-order and total Sobol' indices
+    (server/sa/convergence.py): NaN until 4 groups are complete on every rank."""
+    from melissa.server.sa.convergence import sobol_convergence_figure
+
+    summaries = []
+    for part in parts:
+        p = (len(part) - 1) // 30
+        values = np.asarray(part[1:], dtype=np.float64)
+        summaries.append({"n": int(part[0]), "mean": values[:5 * p].reshape(p, 5),
+                          "cov": values[5 * p:].reshape(p, 5, 5)})
+    return sobol_convergence_figure(summaries)
+
+
 FIGURES: dict[str, Figure] = {
     "mean_stderr": Figure(
         mean_stderr_sums, mean_stderr, "variance",
         "RMS standard error of the mean relative to the field's total standard deviation",
+    ),
+    "sobol_interval": Figure(
+        sobol_interval_parts, sobol_interval, "sobol_indices",
+        "widest 95% interval of the aggregated first-order and total Sobol' indices",
     ),
 }

@@ -1,6 +1,6 @@
 """Join the members of pick-freeze groups (Sobol' indices) on one server rank, per field.
 
-The p + 2 members of a group are separate client jobs whose chunks arrive in any order,
+The p + 2 members of a group (2p + 2 with second-order indices) are separate client jobs whose chunks arrive in any order,
 interleaved with other groups. Per (group, time step), a `_PendingStep` collects each member's
 values for this rank's cells; once every member has sent all of them, the complete group goes to
 the Sobol' state (stats/sobol.py) and the buffer is freed. Members are told apart by their
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from melissa.server.stats.sobol import SobolState
+from melissa.server.stats.sobol_aggregate import AggregatedSobol
+from melissa.server.stats.sobol_second import SecondOrderState
 
 # Freed join buffers kept for reuse, up to this many bytes: a fresh buffer page-faults on its
 # first writes, which cost as much as the update itself (bench/sobol.py: ingest 0.45 -> 0.76 GB/s).
@@ -37,9 +39,12 @@ class _PendingStep:
 class GroupJoin:
     """Joins the groups of one field on one rank and feeds complete ones to `state`."""
 
-    def __init__(self, state: SobolState) -> None:
+    def __init__(self, state: SobolState, second: SecondOrderState | None = None) -> None:
         self.state = state
-        self.group_size = state.nb_parameters + 2
+        self.second = second  # second-order indices: groups of 2p + 2 (D_k members too)
+        self.aggregate = AggregatedSobol(state.nb_parameters, state.shape[0])
+        p = state.nb_parameters
+        self.group_size = p + 2 + (p if second is not None else 0)
         self.pending: dict[tuple[int, int], _PendingStep] = {}
         self.peak_nbytes = 0
         # Buffers of completed steps, reused: a fresh one would page-fault on its first writes.
@@ -61,7 +66,11 @@ class GroupJoin:
         step.received[member] += data.shape[0]
         if np.all(step.received == n_cells):
             del self.pending[key]
-            self.state.update(time_step, step.values)
+            before = int(self.state.groups[time_step])
+            first = step.values[:self.state.nb_parameters + 2]  # A, B, C_k: C-contiguous
+            self.aggregate.add(group, self.state.update(time_step, first))
+            if self.second is not None:
+                self.second.update(time_step, step.values, before)
             if (len(self._spare) + 1) * step.values.nbytes <= _SPARE_BYTES:
                 self._spare.append(step.values)
 
@@ -71,6 +80,7 @@ class GroupJoin:
         doomed = [key for key in self.pending if key[0] in groups]
         for key in doomed:
             del self.pending[key]
+        self.aggregate.abandon(groups)
         self._spare.clear()
         return len(doomed)
 
@@ -80,10 +90,12 @@ class GroupJoin:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The half-joined steps: "join_keys" (k, 2) int64 (group, time step), "join_values"
-        (k, p + 2, cells) float64, "join_received" (k, p + 2) int64."""
+        (k, p + 2, cells) float64, "join_received" (k, p + 2) int64; and the aggregated
+        indices' state, "aggregate_<name>" (AggregatedSobol.state_dict())."""
         keys = sorted(self.pending)
         n_cells = self.state.shape[1]
         return {
+            **{f"aggregate_{k}": v for k, v in self.aggregate.state_dict().items()},
             "join_keys": np.array(keys, np.int64).reshape(len(keys), 2),
             "join_values": np.array([self.pending[k].values for k in keys], np.float64).reshape(
                 len(keys), self.group_size, n_cells),
@@ -93,6 +105,12 @@ class GroupJoin:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Replace the half-joined steps by those of `state_dict()` output."""
+        aggregate = {k.removeprefix("aggregate_"): v for k, v in state.items()
+                     if k.startswith("aggregate_")}
+        if not aggregate:
+            raise ValueError("the Sobol' join state has no aggregated indices (a checkpoint of "
+                             "an older Melissa): restart the study without --resume")
+        self.aggregate.load_state_dict(aggregate)
         keys, values, received = (state[n] for n in ("join_keys", "join_values",
                                                       "join_received"))
         count = len(keys)

@@ -9,7 +9,7 @@ dims and attributes that the parallel Zarr store (zarr_output.py) shares with it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,14 @@ CONVENTIONS = {
     "sobol_total": "1 - Martinez correlation of Y_A and Y_Ck; _low/_high: 95% Fisher-z interval",
     "sobol_groups": "complete pick-freeze groups per time step and cell; the other statistics use "
     "the groups' A and B members",
+    "sobol_second": "corr(Y_Ck, Y_Dl) - S_k - S_l (Saltelli 2002 extended pick-freeze, Martinez "
+    "correlations), symmetric, NaN on the diagonal; _low/_high: 95% Bonferroni combination of "
+    "three Fisher-z intervals at level 1 - 0.05/3 (conservative)",
+    "sobol_first_aggregated": "sum over cells and time steps of C(Y_B, Y_Ck) / sqrt(sum M2_B * "
+    "sum M2_Ck) (Gamboa et al.'s generalized index, variance-weighted); _low/_high: 95% "
+    "delta-method interval",
+    "sobol_total_aggregated": "1 - sum C(Y_A, Y_Ck) / sqrt(sum M2_A * sum M2_Ck) over cells and "
+    "time steps; _low/_high: 95% delta-method interval",
 }
 UNDEFINED = "NaN where undefined: no sample, n < 2 (variance), constant data (skewness, kurtosis)"
 SOBOL_UNDEFINED = ("Sobol' indices NaN where a variance of Y_A, Y_B or Y_Ck is zero (the output "
@@ -57,8 +65,16 @@ LONG_NAMES = {
     "sobol_total_low": "total Sobol' index, lower 95% bound",
     "sobol_total_high": "total Sobol' index, upper 95% bound",
     "sobol_groups": "number of complete pick-freeze groups",
+    "sobol_second": "second-order Sobol' index of the pair of parameters",
+    "sobol_second_low": "second-order Sobol' index, lower 95% bound",
+    "sobol_second_high": "second-order Sobol' index, upper 95% bound",
+    **{f"sobol_{kind}_aggregated{suffix}": f"aggregated {label} Sobol' index of the field{bound}"
+       for kind, label in (("first", "first-order"), ("total", "total"))
+       for suffix, bound in (("", ""), ("_low", ", lower 95% bound"),
+                             ("_high", ", upper 95% bound"))},
 }
 
+PARAMETER_DIMS = ("parameter", "parameter_2")  # sobol_second: a pair of parameters
 _SPATIAL_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
 
 
@@ -73,15 +89,20 @@ def write_field_results(
     parameters: Sequence[str] = (),
     quantile_levels: Sequence[float] = (),
     dtype: str = "float64",
+    per_parameter: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write one field's statistics to the NetCDF4 file `path`, atomically (temp file in the same
     directory, fsync, rename): readers see the old file or the complete new one. Arrays with a
     leading axis: threshold_exceedance (threshold), quantile (quantile_level), sobol_*
-    (parameter, named by `parameters`). dtype: of the floating-point variables in the file."""
+    (parameter, named by `parameters`). dtype: of the floating-point variables in the file.
+    per_parameter: (parameter,) arrays (the aggregated Sobol' indices)."""
     leading: dict[str, list[float] | list[str]] = {
         "threshold": list(thresholds), "quantile_level": list(quantile_levels),
-        "parameter": list(parameters)}
+        "parameter": list(parameters),
+        "parameter_2": list(parameters) if "sobol_second" in results else []}
     dataset = _dataset(field, results, shape=shape, leading=leading, attrs=attrs)
+    for name, values in (per_parameter or {}).items():
+        dataset[name] = xr.Variable(("parameter",), values, attrs={"long_name": long_name(name)})
     if dtype != "float64":
         for variable in dataset.data_vars.values():
             if variable.dtype.kind == "f":
@@ -125,7 +146,7 @@ def _dataset(
     for name in results:
         for dim in leading_dim(name):
             values = leading[dim]
-            coords[dim] = np.asarray(values, dtype=str if dim == "parameter" else np.float64)
+            coords[dim] = np.asarray(values, dtype=str if dim in PARAMETER_DIMS else np.float64)
     return xr.Dataset(variables, coords=coords, attrs=dataset_attrs(field, list(results), attrs))
 
 
@@ -146,6 +167,8 @@ def leading_dim(name: str) -> tuple[str, ...]:
         return ("threshold",)
     if name == "quantile":
         return ("quantile_level",)
+    if name.startswith("sobol_second"):
+        return PARAMETER_DIMS
     if name.startswith("sobol_") and name != "sobol_groups":
         return ("parameter",)
     return ()

@@ -5,9 +5,9 @@ pick-freeze groups and updates the Martinez state; the other statistics then tak
 B members of each group, the independent draws. A simulation's data reaches the statistics only
 once it is complete on this rank (its whole group, for the indices): until then it is held apart
 (held.py), so that a simulation abandoned half-way leaves no trace in the results. Every few
-seconds the widest confidence interval of the indices goes to statistics/sobol_convergence.csv,
-so that a user sees them converge, and sa_config.stop_when's figure (figures.py) to
-statistics/stop_when.csv.
+seconds the aggregated indices of each field and their widest 95% interval (convergence.py) go
+to statistics/sobol_convergence.csv and to the launcher, so that a user sees them converge, and
+sa_config.stop_when's figure (figures.py) to statistics/stop_when.csv.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from melissa.protocol import cell_range, cell_ranges
 from melissa.protocol.events import StopWhenReached
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
+from melissa.server.sa.convergence import field_convergence, log_rows
 from melissa.server.sa.figures import FIGURES, FieldState
 from melissa.server.sa.groups import GroupJoin
 from melissa.server.sa.held import HeldChunks
@@ -33,13 +34,13 @@ from melissa.server.sa.output import leading_dim, write_field_results
 from melissa.server.sa.zarr_output import ZarrResults
 from melissa.server.stats import FieldStatistics, compile_kernels, quantiles
 from melissa.server.stats.sobol import SobolState
+from melissa.server.stats.sobol_aggregate import combine
+from melissa.server.stats.sobol_second import SecondOrderState
 
 log = logging.getLogger("melissa.server")
 
 _CONVERGENCE_PERIOD_S = 5.0
 _NETCDF_MAX_BYTES = 256 << 20  # auto output: one NetCDF file per field up to this size
-_CONVERGENCE_COLUMNS = ("elapsed_s", "field", "groups", "widest_first", "widest_total",
-                        "join_mb")
 
 
 class SensitivityServer(Server):
@@ -48,9 +49,10 @@ class SensitivityServer(Server):
         self.statistics: dict[int, FieldStatistics] = {}
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
+        self._p = len(self.config.parameters)
         self.held = HeldChunks()  # running simulations' chunks, until they complete
         self.dropped: set[int] = set()  # simulations whose partial data was left out
-        self._convergence: dict[str, list[float]] = {}  # this rank's, refreshed periodically
+        self._convergence: dict[str, dict[str, Any]] = {}  # this rank's, refreshed periodically
         self._figure_parts: dict[str, list[float]] = {}  # stop_when: this rank's partial sums
         self._counted = 0  # simulations in this rank's statistics, at the last refresh
         self._judged_version = 0  # the refresh rank 0 last judged stop_when on
@@ -62,6 +64,8 @@ class SensitivityServer(Server):
         compile_kernels(self.config.sa)  # before clients can connect
         if self.group_size > 1:
             SobolState(1, 1, 1).update(0, np.zeros((3, 1)))  # compile the Sobol' kernel too
+            if self.config.sa.second_order:
+                SecondOrderState(2, 1, 1).update(0, np.zeros((6, 1)), 0)
 
     def on_field(self, info: FieldInfo) -> None:
         steps = self.config.study_options.nb_time_steps
@@ -73,9 +77,11 @@ class SensitivityServer(Server):
         self.statistics[info.field_id] = stats
         size = stats.nbytes
         if self.group_size > 1:
-            state = SobolState(self.group_size - 2, steps, info.local_size)
-            self.sobol[info.field_id] = GroupJoin(state)
-            size += state.nbytes
+            state = SobolState(self._p, steps, info.local_size)
+            second = (SecondOrderState(self._p, steps, info.local_size)
+                      if self.config.sa.second_order else None)
+            self.sobol[info.field_id] = GroupJoin(state, second)
+            size += state.nbytes + (second.nbytes if second is not None else 0)
         log.info("field %r: %.1f MB of statistics state, and %.1f MB (float64) per running "
                  "simulation held until it completes", info.name, size / 1e6,
                  steps * info.local_size * 8 / 1e6)
@@ -136,14 +142,18 @@ class SensitivityServer(Server):
         if now >= self._next_convergence:
             self._refresh_convergence()
             self._next_convergence = now + _CONVERGENCE_PERIOD_S
-        out: dict[str, Any] = {"sobol_convergence": self._convergence} if self.sobol else {}
+        out: dict[str, Any] = {"sobol_aggregate": self._convergence} if self.sobol else {}
         if stop_when is not None:
             out.update(stop_when=self._figure_parts, counted=self._counted)
         return out
 
     def on_report(self, event: dict[str, Any], statuses: list[dict[str, Any]]) -> None:
         if self.sobol and self._convergence:
-            self._log_convergence(time.monotonic(), statuses)
+            fields = self._combined(statuses)
+            event["sobol_convergence"] = fields
+            if self._logged_version != self._convergence_version:  # new figures since the last rows
+                self._logged_version = self._convergence_version
+                self._log_rows(fields)
         fresh = self._judged_version != self._convergence_version
         if self.config.sa.stop_when is not None and fresh:
             self._judged_version = self._convergence_version
@@ -177,53 +187,40 @@ class SensitivityServer(Server):
             self._stop_told = True
         self.emit(StopWhenReached(stop_when.figure, value, stop_when.below, counted).to_json())
 
+    def _log_rows(self, fields: dict[str, dict[str, Any]]) -> None:
+        log_rows(self.paths.sobol_convergence, time.monotonic() - self._started, fields,
+                 [p.name for p in self.config.parameters])
+        for name, f in fields.items():
+            log.info("Sobol' indices of %r: %d complete groups, widest 95%% interval of the "
+                     "aggregated indices %s", name, f["groups"], f["widest_interval"])
+
     def _refresh_convergence(self) -> None:
-        """This rank's figures: stop_when's partial sums per field, and per field name [complete
-        groups (fewest over time steps), widest first-order interval, widest total interval, MB
-        held by the join]."""
+        """This rank's figures: stop_when's partial sums per field, and per field name its
+        aggregated-index summary and the MB its join holds."""
         self._convergence_version += 1
         stop_when = self.config.sa.stop_when
         if stop_when is not None:
             local = FIGURES[stop_when.figure].local
             fields = self.registry.fields
             self._figure_parts = {
-                fields[i].name: local(FieldState(stats, self.sobol[i].state if i in self.sobol
+                fields[i].name: local(FieldState(stats, self.sobol[i].aggregate if i in self.sobol
                                                  else None))
                 for i, stats in self.statistics.items()}
             self._counted = len(self.simulations_counted)
-        out = {}
-        for field_id, join in self.sobol.items():
-            first, total = join.state.widest_interval()
-            name = self.registry.fields[field_id].name
-            out[name] = [float(join.state.groups.min()), first, total, join.nbytes / 1e6]
-        self._convergence = out
+        self._convergence = {
+            self.registry.fields[field_id].name: {**join.aggregate.summary(),
+                                                  "join_mb": join.nbytes / 1e6}
+            for field_id, join in self.sobol.items()}
 
-    def _log_convergence(self, now: float, statuses: list[dict[str, Any]]) -> None:
-        """Rank 0: every rank's widest interval, combined (max), as one CSV row per field."""
-        if self._logged_version == self._convergence_version:
-            return  # nothing new since the last rows
-        self._logged_version = self._convergence_version
-        combined: dict[str, list[float]] = {}
-        parts = [s.get("sobol_convergence", {}) for s in statuses]
-        for part in parts:
-            for name, (groups, first, total, mb) in part.items():
-                seen = combined.setdefault(name, [groups, first, total, 0.0])
-                seen[0] = min(seen[0], groups)
-                seen[1] = _nanmax(seen[1], first)
-                seen[2] = _nanmax(seen[2], total)
-                seen[3] += mb
-        path = self.paths.sobol_convergence
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new_file = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new_file:
-                writer.writerow(_CONVERGENCE_COLUMNS)
-            for name, (groups, first, total, mb) in combined.items():
-                writer.writerow([f"{now - self._started:.1f}", name, int(groups),
-                                 f"{first:.6g}", f"{total:.6g}", f"{mb:.3f}"])
-                log.info("Sobol' indices of %r: %d groups, widest 95%% interval %.3g (first "
-                         "order), %.3g (total)", name, groups, first, total)
+    @staticmethod
+    def _combined(statuses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Rank 0: every rank's summaries of each field, combined (convergence.py)."""
+        per_field: dict[str, list[dict[str, Any]]] = {}
+        for status in statuses:
+            for name, summary in status.get("sobol_aggregate", {}).items():
+                per_field.setdefault(name, []).append(summary)
+        return {name: field_convergence(parts, sum(p["join_mb"] for p in parts))
+                for name, parts in per_field.items()}
 
     # -- results -------------------------------------------------------------------------------
     def on_finish(self) -> list[Path]:
@@ -241,7 +238,11 @@ class SensitivityServer(Server):
                             "members did not all arrive; not counted", len(join.pending))
         if self.sobol or self.config.sa.stop_when is not None:
             self._refresh_convergence()
-            self.emit_status(time.monotonic())  # the convergence logs' last rows
+            # The launcher's last figures; the log's last rows come from every rank's final
+            # state below (the other ranks' statuses may be a few seconds old).
+            self._logged_version = self._convergence_version
+            self.emit_status(time.monotonic())
+        final: dict[str, dict[str, Any]] = {}
         for name, field_id in self.registry.field_ids.items():
             # Collective over ranks, in config order: every rank takes part for every field,
             # even one it never heard of (a client may have died between two HELLOs).
@@ -254,23 +255,44 @@ class SensitivityServer(Server):
                 continue
             global_size = known[0][0]
             shape = next((k[1] for k in known if k[1] is not None), None)
+            aggregated, scale, convergence = self._sobol_summary(field_id)
+            if convergence is not None:
+                final[name] = convergence
             started = time.monotonic()
             if self._zarr(global_size):
-                path = self._write_zarr(name, field_id, global_size, shape)
-            elif (gathered := self._write_netcdf(name, field_id, shape)) is not None:
+                path = self._write_zarr(name, field_id, global_size, shape, aggregated, scale)
+            elif (gathered := self._write_netcdf(name, field_id, shape, aggregated,
+                                                 scale)) is not None:
                 path = gathered
             else:
                 continue
             if self.rank == 0:
                 log.info("wrote %s in %.2f s", path, time.monotonic() - started)
                 written.append(path)
+        if final and self.rank == 0:
+            self._log_rows(final)
         return written
+
+    def _sobol_summary(self, field_id: int) -> tuple[
+            dict[str, np.ndarray], np.ndarray | None, dict[str, Any] | None]:
+        """Collective, over the ranks: the field's aggregated indices and bounds, (parameter,)
+        each; its largest output variance per time step (the scale of negligible cells,
+        SobolState.results); its `field_convergence`. ({}, None, None) without Sobol' indices."""
+        if not self.sobol:
+            return {}, None, None
+        join = self.sobol.get(field_id)
+        mine = ({**join.aggregate.summary(), "join_mb": join.nbytes / 1e6,
+                 "scale": join.state.variance_scale()} if join is not None else None)
+        parts = [s for s in (self.comm.allgather(mine) if self.comm else [mine]) if s]
+        aggregated = {k: v for k, v in combine(parts).items() if k.startswith("sobol_")}
+        scale = np.max([p["scale"] for p in parts], axis=0)
+        return aggregated, scale, field_convergence(parts, sum(p["join_mb"] for p in parts))
 
     def _variables(self) -> dict[str, np.dtype]:
         """The result variables and their dtypes in the files."""
         specs = FieldStatistics(1, 1, self.config.sa).results()
         if self.sobol:
-            specs.update(SobolState(self.group_size - 2, 1, 1).results())
+            specs.update(self._empty_sobol(1, 1))
         floats = np.dtype(self.config.sa.output_dtype)
         return {k: floats if v.dtype.kind == "f" else v.dtype for k, v in specs.items()}
 
@@ -278,7 +300,9 @@ class SensitivityServer(Server):
         sa = self.config.sa
         return {"threshold": list(sa.threshold_values) if sa.threshold_exceedance else [],
                 "quantile_level": list(sa.quantiles),
-                "parameter": [p.name for p in self.config.parameters] if self.sobol else []}
+                "parameter": [p.name for p in self.config.parameters] if self.sobol else [],
+                "parameter_2": [p.name for p in self.config.parameters]
+                if self.sobol and self.config.sa.second_order else []}
 
     def _attrs(self) -> dict[str, str | int | float]:
         return {
@@ -310,7 +334,8 @@ class SensitivityServer(Server):
         return sa.output_compression != "none" or nbytes > _NETCDF_MAX_BYTES
 
     def _write_zarr(self, name: str, field_id: int, global_size: int,
-                    shape: tuple[int, ...] | None) -> Path:
+                    shape: tuple[int, ...] | None, aggregated: dict[str, np.ndarray],
+                    scale: np.ndarray | None) -> Path:
         """Every rank writes its own cells: no gather."""
         start, stop = cell_range(global_size, self.ranks, self.rank)
         stats = self.statistics.get(field_id)
@@ -318,7 +343,7 @@ class SensitivityServer(Server):
             stats = FieldStatistics(self.config.study_options.nb_time_steps, stop - start,
                                     self.config.sa)
         join = self.sobol.get(field_id)
-        sobol = join.state.results() if join is not None else {}
+        sobol = self._sobol_results(join, scale) if join is not None else {}
 
         def results(steps: slice) -> dict[str, np.ndarray]:
             out = stats.results(steps)
@@ -331,15 +356,16 @@ class SensitivityServer(Server):
             nb_time_steps=self.config.study_options.nb_time_steps, shape=shape,
             global_size=global_size, leading=self._leading(), variables=self._variables(),
             ranges=cell_ranges(global_size, self.ranks), rank=self.rank, comm=self.comm,
-            compression=self.config.sa.output_compression, durable=True,
+            compression=self.config.sa.output_compression, durable=True, per_parameter=aggregated,
         )
         return writer.write(results, self._field_attrs(field_id, global_size))
 
-    def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None
+    def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None,
+                      aggregated: dict[str, np.ndarray], scale: np.ndarray | None
                       ) -> Path | None:
         """Small studies: one file, every rank's cells gathered on rank 0."""
         stats = self.statistics.get(field_id)
-        local = (self.registry.fields[field_id], self._results(field_id)) if stats else None
+        local = (self.registry.fields[field_id], self._results(field_id, scale)) if stats else None
         parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
         if self.rank != 0:
             return None
@@ -352,15 +378,28 @@ class SensitivityServer(Server):
             parameters=[str(p) for p in self._leading()["parameter"]],
             quantile_levels=list(self.config.sa.quantiles),
             attrs=self._field_attrs(field_id, info.global_size),
-            dtype=self.config.sa.output_dtype,
+            dtype=self.config.sa.output_dtype, per_parameter=aggregated,
         )
         return path
 
-    def _results(self, field_id: int) -> dict[str, np.ndarray]:
+    def _results(self, field_id: int, scale: np.ndarray | None) -> dict[str, np.ndarray]:
         out = self.statistics[field_id].results()
         if field_id in self.sobol:
-            out.update(self.sobol[field_id].state.results())
+            out.update(self._sobol_results(self.sobol[field_id], scale))
         return out
+
+    @staticmethod
+    def _sobol_results(join: GroupJoin, scale: np.ndarray | None) -> dict[str, np.ndarray]:
+        out = join.state.results(scale)
+        if join.second is not None:
+            out.update(join.second.results(join.state, scale))
+        return out
+
+    def _empty_sobol(self, steps: int, cells: int) -> dict[str, np.ndarray]:
+        """The Sobol' results of a field on `cells` cells without a group (NaN indices)."""
+        second = (SecondOrderState(self._p, steps, cells) if self.config.sa.second_order
+                  else None)
+        return self._sobol_results(GroupJoin(SobolState(self._p, steps, cells), second), None)
 
     def _assemble(
         self, info: FieldInfo, parts: list[dict[str, np.ndarray] | None]
@@ -374,7 +413,7 @@ class SensitivityServer(Server):
                 start, stop = cell_range(info.global_size, self.ranks, rank)
                 part = FieldStatistics(steps, stop - start, self.config.sa).results()
                 if self.sobol:
-                    part.update(SobolState(self.group_size - 2, steps, stop - start).results())
+                    part.update(self._empty_sobol(steps, stop - start))
             filled.append(part)
         return {name: np.concatenate([p[name] for p in filled], axis=-1) for name in filled[0]}
 
@@ -412,6 +451,8 @@ class SensitivityServer(Server):
             join = self.sobol.get(field_id)
             if join is not None:
                 parts.update(sobol=join.state.state_dict(), join=join.state_dict())
+                if join.second is not None:
+                    parts["sobol2"] = join.second.state_dict()
             for part, arrays in parts.items():
                 state.update({f"field{field_id}/{part}/{name}": a for name, a in arrays.items()})
         return state
@@ -441,11 +482,15 @@ class SensitivityServer(Server):
                 raise ValueError(f"field id {field_id}: the checkpoint has no Sobol' state, but "
                                  "sa_config.sobol_indices is true")
             cells = self.registry.fields[field_id].local_size
-            join = GroupJoin(SobolState.from_state_dict(p["sobol"], self.group_size - 2, steps,
-                                                        cells))
+            second = None
+            if self.config.sa.second_order:
+                if "sobol2" not in p:
+                    raise ValueError(f"field id {field_id}: the checkpoint has no second-order "
+                                     "Sobol' state, but sa_config.second_order is true")
+                second = SecondOrderState(self._p, steps, cells)
+                second.load_state_dict(p["sobol2"])
+            join = GroupJoin(SobolState.from_state_dict(p["sobol"], self._p, steps, cells),
+                             second)
             join.load_state_dict(p["join"])
             self.sobol[field_id] = join
 
-
-def _nanmax(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)

@@ -30,7 +30,13 @@ from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from melissa.atomic import fsync_path
-from melissa.server.sa.output import cell_dims, dataset_attrs, leading_dim, long_name
+from melissa.server.sa.output import (
+    PARAMETER_DIMS,
+    cell_dims,
+    dataset_attrs,
+    leading_dim,
+    long_name,
+)
 
 TARGET_CHUNK_CELLS = 1 << 18  # 2 MiB of float64 per chunk: large writes, small reads for plots
 TIME_BLOCK_BYTES = 64 << 20  # results computed per block of time steps, about this many bytes
@@ -122,6 +128,7 @@ class ZarrResults:
         comm: Any,
         compression: str,
         durable: bool,
+        per_parameter: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -140,6 +147,7 @@ class ZarrResults:
             else BloscCodec(cname=compression, clevel=3, shuffle="shuffle")  # type: ignore[arg-type]
         )
         self.durable = durable
+        self.per_parameter = per_parameter or {}  # (parameter,) arrays: written by rank 0
 
     def write(self, results: Callable[[slice], dict[str, np.ndarray]], attrs: dict[str, Any]
               ) -> Path:
@@ -174,12 +182,17 @@ class ZarrResults:
         names = list(self.variables)
         group = zarr.create_group(store, zarr_format=3, attributes=dataset_attrs(
             self.field, names, attrs))
+        for name, values in self.per_parameter.items():
+            small = group.create_array(name, shape=values.shape, chunks=values.shape,
+                                       dtype=values.dtype, dimension_names=("parameter",),
+                                       compressors=None, attributes={"long_name": long_name(name)})
+            small[...] = values
         coords: dict[str, np.ndarray] = {"time": np.arange(self.steps)}
         for name, dtype in self.variables.items():
             lead = leading_dim(name)
             for dim in lead:
                 coords[dim] = np.asarray(self.leading[dim],
-                                         dtype=str if dim == "parameter" else np.float64)
+                                         dtype=str if dim in PARAMETER_DIMS else np.float64)
             lead_sizes = tuple(len(self.leading[d]) for d in lead)
             fill = np.nan if dtype.kind == "f" else 0
             group.create_array(
@@ -190,7 +203,7 @@ class ZarrResults:
             )
         for dim, coord in coords.items():
             array = group.create_array(dim, shape=coord.shape, chunks=coord.shape,
-                                       dtype=coord.dtype if dim != "parameter" else str,
+                                       dtype=coord.dtype if dim not in PARAMETER_DIMS else str,
                                        dimension_names=(dim,), compressors=None)
             array[...] = coord
 

@@ -19,7 +19,6 @@ co-moments n − 1); states of disjoint groups merge (Pébay 2008, co-moment rul
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 from numba import njit
@@ -28,6 +27,9 @@ _FLOAT, _INT = np.dtype(np.float64), np.dtype(np.int64)
 _Z95 = 1.959963984540054  # the standard normal's 0.975 quantile
 # A variance below (this x |mean|)² (or exactly 0) is a constant output for the estimator.
 _RELATIVE_ZERO = 1e-12
+# A cell whose output variance is at most this times the field's largest (at that time step)
+# has round-off indices: NaN (docs/statistics.md, "Sobol' indices").
+NEGLIGIBLE = 1e-12
 _BLOCK = 4096  # cells per block: the block's deltas of A and B stay in L1
 STATE = ("mean_a", "mean_b", "m2_a", "m2_b", "mean_c", "m2_c", "cov_bc", "cov_ac")
 
@@ -37,16 +39,23 @@ def update(
     y: np.ndarray, t: int, n: int,
     mean_a: np.ndarray, mean_b: np.ndarray, m2_a: np.ndarray, m2_b: np.ndarray,
     mean_c: np.ndarray, m2_c: np.ndarray, cov_bc: np.ndarray, cov_ac: np.ndarray,
+    increments: np.ndarray,
 ) -> None:
     """Add one complete group `y` (p + 2, C) float64 — rows A, B, C_1..C_p — to time step t,
     whose cells all had n groups before. Welford: δ = y − μ_old; μ += δ/(n + 1);
     M2 += δ·(y − μ_new); co-moment C(X, Y) += δ_X·(y_Y − μ_Y,new).
-    State: mean_a..m2_b (T, C); mean_c, m2_c, cov_bc, cov_ac (p, T, C)."""
+    State: mean_a..m2_b (T, C); mean_c, m2_c, cov_bc, cov_ac (p, T, C).
+    `increments` (p, 5) receives what the group added, summed over the cells, to
+    C(B, Ck), C(A, Ck), M2_A, M2_B and M2_Ck: the aggregated indices' observation
+    (sobol_aggregate.py)."""
     p = y.shape[0] - 2
     cells = y.shape[1]
     inv = 1.0 / (n + 1.0)
     delta_a = np.empty(min(cells, _BLOCK))
     delta_b = np.empty(min(cells, _BLOCK))
+    increments[...] = 0.0
+    va = 0.0
+    vb = 0.0
     for lo in range(0, cells, _BLOCK):
         hi = min(lo + _BLOCK, cells)
         for i in range(lo, hi):
@@ -54,20 +63,39 @@ def update(
             db = y[1, i] - mean_b[t, i]
             mean_a[t, i] += da * inv
             mean_b[t, i] += db * inv
-            m2_a[t, i] += da * (y[0, i] - mean_a[t, i])
-            m2_b[t, i] += db * (y[1, i] - mean_b[t, i])
+            ra = da * (y[0, i] - mean_a[t, i])
+            rb = db * (y[1, i] - mean_b[t, i])
+            m2_a[t, i] += ra
+            m2_b[t, i] += rb
+            va += ra
+            vb += rb
             delta_a[i - lo] = da
             delta_b[i - lo] = db
         for k in range(p):
+            ubc = 0.0
+            uac = 0.0
+            w = 0.0
             for i in range(lo, hi):
                 yc = y[2 + k, i]
                 dc = yc - mean_c[k, t, i]
                 mc = mean_c[k, t, i] + dc * inv
                 mean_c[k, t, i] = mc
                 r = yc - mc
-                m2_c[k, t, i] += dc * r
-                cov_bc[k, t, i] += delta_b[i - lo] * r
-                cov_ac[k, t, i] += delta_a[i - lo] * r
+                rc = dc * r
+                bc = delta_b[i - lo] * r
+                ac = delta_a[i - lo] * r
+                m2_c[k, t, i] += rc
+                cov_bc[k, t, i] += bc
+                cov_ac[k, t, i] += ac
+                w += rc
+                ubc += bc
+                uac += ac
+            increments[k, 0] += ubc
+            increments[k, 1] += uac
+            increments[k, 4] += w
+    for k in range(p):
+        increments[k, 2] = va
+        increments[k, 3] = vb
 
 
 class SobolState:
@@ -87,16 +115,14 @@ class SobolState:
         self.arrays = {
             name: np.full(self._shape_of(name), 0.0) for name in STATE
         }
-        # widest_interval's cache: per time step, the widths at _widest_groups groups
-        self._widest = np.full((nb_time_steps, 2), np.nan)
-        self._widest_groups = np.zeros(nb_time_steps, _INT)
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         per_parameter = name in ("mean_c", "m2_c", "cov_bc", "cov_ac")
         return (self.nb_parameters, *self.shape) if per_parameter else self.shape
 
-    def update(self, time_step: int, y: np.ndarray) -> None:
-        """Add a complete group's values at time_step: y (p + 2, n_cells) float64, C order."""
+    def update(self, time_step: int, y: np.ndarray) -> np.ndarray:
+        """Add a complete group's values at time_step: y (p + 2, n_cells) float64, C order.
+        Returns its increments (p, 5) of the cell sums (see `update`)."""
         expected = (self.nb_parameters + 2, self.shape[1])
         if y.shape != expected or y.dtype != _FLOAT or not y.flags.c_contiguous:
             raise ValueError(f"a group is a C-contiguous float64 array {expected}, got "
@@ -104,8 +130,11 @@ class SobolState:
         if not 0 <= time_step < self.shape[0]:
             raise ValueError(f"time step {time_step} out of range [0, {self.shape[0]})")
         a = self.arrays
-        update(y, int(time_step), int(self.groups[time_step]), *(a[name] for name in STATE))
+        increments = np.empty((self.nb_parameters, 5))
+        update(y, int(time_step), int(self.groups[time_step]),
+               *[*(a[name] for name in STATE), increments])
         self.groups[time_step] += 1
+        return increments
 
     def merge(self, other: SobolState) -> None:
         """Combine with a state of the same shape built from other (disjoint) groups."""
@@ -127,36 +156,30 @@ class SobolState:
                 _merge_step(self.arrays, other.arrays, t, na, nb)
             self.groups[t] = na + nb
 
-    def results(self) -> dict[str, np.ndarray]:
+    def results(self, scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """"sobol_first", "sobol_total" and their "_low"/"_high" 95% bounds (parameter, time,
-        cell) float64, and "sobol_groups" (time, cell) int64: complete groups."""
+        cell) float64, and "sobol_groups" (time, cell) int64: complete groups. A cell whose
+        output variance (M2_A + M2_B) is at most NEGLIGIBLE × `scale` at its time step — the
+        field's largest, over every rank (default: this rank's, `variance_scale()`) — gets
+        NaN: its indices would be round-off."""
         a = self.arrays
+        scale = self.variance_scale() if scale is None else scale
+        spread = a["m2_a"] + a["m2_b"]
+        negligible = spread <= NEGLIGIBLE * scale[:, None]
         out = {}
         for kind, cov, x in (("first", "cov_bc", "b"), ("total", "cov_ac", "a")):
             index, low, high = (np.empty(a[cov].shape) for _ in range(3))
             _indices(a[cov], a[f"m2_{x}"], a["m2_c"], a[f"mean_{x}"], a["mean_c"], self.groups,
-                     kind == "total", index, low, high)
+                     kind == "total", negligible, index, low, high)
             out.update({f"sobol_{kind}": index, f"sobol_{kind}_low": low,
                         f"sobol_{kind}_high": high})
         out["sobol_groups"] = np.repeat(self.groups[:, None], self.shape[1], axis=1)
         return out
 
-    def widest_interval(self) -> tuple[float, float]:
-        """Widest 95% interval of the first-order and of the total indices over every
-        parameter, time step and cell (NaN until one is defined): the convergence figure.
-        Only the time steps that gained groups since the last call are scanned again."""
-        a = self.arrays
-        for t in np.flatnonzero(self.groups != self._widest_groups):
-            n = int(self.groups[t])
-            if n > 3:
-                self._widest[t] = [
-                    _nanmax(_widest(a[cov][k, t], a[f"m2_{x}"][t], a["m2_c"][k, t],
-                                    a[f"mean_{x}"][t], a["mean_c"][k, t], n)
-                            for k in range(self.nb_parameters))
-                    for cov, x in (("cov_bc", "b"), ("cov_ac", "a"))
-                ]
-            self._widest_groups[t] = n
-        return _nanmax(self._widest[:, 0]), _nanmax(self._widest[:, 1])
+    def variance_scale(self) -> np.ndarray:
+        """(T,) the largest M2_A + M2_B over this rank's cells per time step (0 if none)."""
+        spread = self.arrays["m2_a"] + self.arrays["m2_b"]
+        return spread.max(axis=1) if spread.shape[1] else np.zeros(self.shape[0])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """"sobol_groups" (T,) int64 and the state arrays (copies)."""
@@ -209,39 +232,24 @@ def fisher_interval(r: float, n: int) -> tuple[float, float]:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _indices(cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray,
-             mean_y: np.ndarray, groups: np.ndarray, total: bool, index: np.ndarray,
-             low: np.ndarray, high: np.ndarray) -> None:
+             mean_y: np.ndarray, groups: np.ndarray, total: bool, negligible: np.ndarray,
+             index: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
     """One pass over (p, T, C): the index r (first order) or 1 − r (total) and its interval,
-    r = C(X, Y_Ck)/√(M2_X·M2_Ck); cov, m2_y, mean_y (p, T, C); m2_x, mean_x (T, C)."""
+    r = C(X, Y_Ck)/√(M2_X·M2_Ck); cov, m2_y, mean_y (p, T, C); m2_x, mean_x, negligible
+    (T, C); NaN where negligible."""
     p, steps, cells = cov.shape
     for k in range(p):
         for t in range(steps):
             for c in range(cells):
+                if negligible[t, c]:
+                    index[k, t, c], low[k, t, c], high[k, t, c] = np.nan, np.nan, np.nan
+                    continue
                 r = _correlation(cov[k, t, c], m2_x[t, c], m2_y[k, t, c], mean_x[t, c],
                                  mean_y[k, t, c])
                 lo, hi = fisher_interval(r, groups[t])
                 if total:
                     r, lo, hi = 1.0 - r, 1.0 - hi, 1.0 - lo
                 index[k, t, c], low[k, t, c], high[k, t, c] = r, lo, hi
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _widest(cov: np.ndarray, m2_x: np.ndarray, m2_y: np.ndarray, mean_x: np.ndarray,
-            mean_y: np.ndarray, n: int) -> float:
-    """Widest 95% interval over the cells of one parameter and time step (NaN if none is
-    defined); the width of 1 − r's interval is that of r's."""
-    widest = np.nan
-    for i in range(cov.shape[0]):
-        lo, hi = fisher_interval(_correlation(cov[i], m2_x[i], m2_y[i], mean_x[i], mean_y[i]), n)
-        width = hi - lo
-        if not np.isnan(width) and (np.isnan(widest) or width > widest):
-            widest = width
-    return widest
-
-
-def _nanmax(values: Iterable[float]) -> float:
-    """The largest value that is not NaN; NaN if there is none."""
-    return max((float(v) for v in values if not math.isnan(v)), default=math.nan)
 
 
 def _merge_step(a: dict[str, np.ndarray], b: dict[str, np.ndarray], t: int, na: int,
