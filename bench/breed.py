@@ -4,11 +4,13 @@ same budgets, same training, in the same run: held-out error against number of s
 For each budget and each method, melissa-launcher runs examples/peak/config_breed.json (the
 method and parameter_sweep_size changed), then the trained surrogate is scored on a held-out
 set: GRID x GRID parameter points evenly over [0, 1]^2 (not simulations of either study), every
-time step and cell, against peak.simulate. Printed: a table (RMSE overall and within 3 sigma of
-the peak, fraction of simulations within 3 sigma of the peak), the ratio breed / random, and the
-plot bench/breed.png; the last line is one JSON object with every figure.
+time step and cell, against peak.simulate. Printed: each run's figures, then a table (RMSE
+overall, mean and median over the seeds, and within 3 sigma of the peak, fraction of simulations
+within 3 sigma of the peak), the ratio breed / random of the mean RMSE and in how many seeds
+breed's RMSE is the lower, and the plot bench/breed.png; the last line is one JSON object with
+every figure.
 
-    .venv/bin/python bench/breed.py [--budgets 20 40 60] [--repeats 1] [--seed 3]
+    .venv/bin/python bench/breed.py [--budgets 30 60 100] [--repeats 3] [--seed 3]
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ def score(out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[20, 40, 60])
-    parser.add_argument("--repeats", type=int, default=1, help="seeds per budget and method")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[30, 60, 100])
+    parser.add_argument("--repeats", type=int, default=3, help="seeds per budget and method")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
     area = np.pi * NEAR**2  # of the near-peak disc: a uniform draw's chance
@@ -102,11 +104,13 @@ def main() -> None:
                     out = run_study(config(method, budget, seed, Path(tmp)), Path(tmp))
                     results.append({"method": method, "budget": budget, "seed": seed,
                                     **score(out)})
+                    print(json.dumps(results[-1]), flush=True)
                     if method == "breed" and budget == max(args.budgets) and seed == args.seed:
                         (REPO / "bench" / "breed_placement.png").write_bytes(
                             (out / "breed.png").read_bytes())
     print(f"uniform draws within 3 sigma of the peak: {area:.3f} of the simulations")
-    print(f"{'budget':>6} {'method':>7} {'RMSE':>8} {'RMSE near peak':>15} {'near peak':>10}")
+    print(f"{'budget':>6} {'method':>7} {'RMSE':>8} {'median':>8} {'RMSE near peak':>15} "
+          f"{'near peak':>10}")
     table: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in results:
         table.setdefault((r["budget"], r["method"]), []).append(r)
@@ -117,13 +121,18 @@ def main() -> None:
             rows = table[(budget, method)]
             means[method] = {k: float(np.mean([r[k] for r in rows]))
                              for k in ("rmse", "rmse_near_peak", "near_peak_fraction")}
+            means[method]["rmse_median"] = float(np.median([r["rmse"] for r in rows]))
             m = means[method]
-            print(f"{budget:>6} {method:>7} {m['rmse']:>8.4f} {m['rmse_near_peak']:>15.4f} "
-                  f"{m['near_peak_fraction']:>10.2f}")
+            print(f"{budget:>6} {method:>7} {m['rmse']:>8.4f} {m['rmse_median']:>8.4f} "
+                  f"{m['rmse_near_peak']:>15.4f} {m['near_peak_fraction']:>10.2f}")
         ratio = means["breed"]["rmse"] / means["random"]["rmse"]
-        print(f"{budget:>6} breed/random RMSE ratio {ratio:.2f}")
+        wins = sum(b["rmse"] < r["rmse"] for b, r in zip(table[(budget, "breed")],
+                                                         table[(budget, "random")], strict=True))
+        print(f"{budget:>6} breed/random RMSE ratio {ratio:.2f}; breed lower in {wins} of "
+              f"{len(table[(budget, 'breed')])} seeds")
         summary.append({"budget": budget, **{f"{m}_{k}": v for m in means
-                                            for k, v in means[m].items()}, "ratio": ratio})
+                                            for k, v in means[m].items()}, "ratio": ratio,
+                        "breed_wins": wins})
     plot(summary, REPO / "bench" / "breed.png")
     print(json.dumps({"results": results, "summary": summary}))
 

@@ -10,7 +10,7 @@ keeps such a chunk (64 KiB or more) without copying it; --copy makes it copy eac
 statistics are mean, variance, min and max. Printed: the ingest time of each (median of the
 rounds, interleaved), their ratio, the held bytes at the peak (R running simulations) and the
 process's peak resident memory after each. --budget-mb B adds "bounded": held within a budget
-of B MB (sa_config.hold_memory_mb), the simulations HeldChunks.to_fold names being committed
+of B MiB (sa_config.hold_memory_mb), the simulations HeldChunks.to_fold names being committed
 early and their later chunks on arrival, as SensitivityServer does. The last line is one JSON
 object.
 
@@ -109,7 +109,7 @@ def main() -> None:
         times["held"].append(elapsed)
         if args.budget_mb is not None:
             elapsed, peak_bounded, folded = bounded(data, not args.copy,
-                                                    int(args.budget_mb * 1e6))
+                                                    int(args.budget_mb * 2**20))
             times["bounded"].append(elapsed)
     median = {k: statistics.median(v) for k, v in times.items()}
     per_sim = args.steps * args.cells * 8
@@ -126,7 +126,7 @@ def main() -> None:
                  "bounded_ratio": median["bounded"] / median["direct"],
                  "bounded_peak_bytes": peak_bounded, "committed_early": folded}
         print(f"  bounded/direct time: {extra['bounded_ratio']:.2f}; held at the peak: "
-              f"{peak_bounded / 1e6:.0f} MB (budget {args.budget_mb:g} MB), {folded} of "
+              f"{peak_bounded / 2**20:.0f} MiB (budget {args.budget_mb:g} MiB), {folded} of "
               f"{args.running} simulations committed early")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"copy": args.copy, "cells": args.cells, "steps": args.steps,

@@ -8,13 +8,15 @@ clamped to [min, max] and monotone in the level.
 
 1. Accuracy: mean rank error |F(q) - level| over --replicates cells (F: the piecewise-linear
    empirical CDF that np.quantile(method='linear') inverts) at n = 10, 30, 100, 1000 on five
-   distributions, levels 0.05, 0.5, 0.95, for the previous estimator and for K = 8 (default)
-   and K = 32.
+   distributions, levels 0.05, 0.5, 0.95, for the previous estimator, for "auto" (the K the
+   server chooses for a study of n simulations, with the default quantile_memory_mb, for a
+   field of --field-cells cells and --field-steps time steps on one rank), and for K = 8 and
+   K = 32 (a study larger than K: the estimate phase).
 2. Throughput: cells·samples per second of the update, over --steps time steps of --cells cells,
-   --samples samples per cell (the first K in the exact phase, the rest in the estimate phase,
-   timed apart), and the state's bytes per cell and time step.
+   --samples samples per cell (the first K = --exact in the exact phase, the rest in the
+   estimate phase, timed apart), and the state's bytes per cell and time step.
 
-Run: .venv/bin/python bench/quantiles.py [--cells N] [--steps T] [--samples S]
+Run: .venv/bin/python bench/quantiles.py [--cells N] [--steps T] [--samples S] [--exact K]
 The last line printed is one JSON object with the figures.
 """
 
@@ -30,7 +32,7 @@ from llvmlite.binding import get_host_cpu_name
 from numba import njit
 
 from melissa.config.models import SAConfig
-from melissa.server.stats import FieldStatistics
+from melissa.server.stats import FieldStatistics, quantiles
 
 LEVELS = [0.05, 0.5, 0.95]
 DISTRIBUTIONS = {
@@ -107,12 +109,16 @@ def rank_error(x: np.ndarray, q: np.ndarray) -> list[float]:
                            for c in range(x.shape[1])])) for j, a in enumerate(LEVELS)]
 
 
-def accuracy(replicates: int, exacts: list[int]) -> list[dict[str, object]]:
+def accuracy(replicates: int, exacts: list[int], cells: int, steps: int) -> list[dict[str, object]]:
     rows = []
-    print(f"mean rank error over {replicates} cells, levels {LEVELS}")
-    print(f"{'n':>5} {'distribution':<12} {'previous':<20}"
-          + "".join(f"{f'K = {k}':<20}" for k in exacts) + "ratio (K = 8)")
+    budget = SAConfig(quantiles=LEVELS).quantile_memory_mb * 2**20
+    print(f"mean rank error over {replicates} cells, levels {LEVELS}; auto: K for a study of n "
+          f"simulations, {cells:,} cells x {steps} steps on one rank")
+    print(f"{'n':>5} {'distribution':<12} {'previous':<20}{'auto':<20}"
+          + "".join(f"{f'K = {k}':<20}" for k in exacts) + "ratio (auto)  ratio (K = 8)")
     for n in (10, 30, 100, 1000):
+        auto, why = quantiles.auto_exact_samples(n, steps, cells, len(LEVELS), budget)
+        print(f"auto at n = {n}: K = {auto} ({why})")
         for name, draw in DISTRIBUTIONS.items():
             x = draw(np.random.default_rng(n), (n, replicates))
             prev = Previous(1, replicates)
@@ -120,17 +126,17 @@ def accuracy(replicates: int, exacts: list[int]) -> list[dict[str, object]]:
                 prev.update(0, np.ascontiguousarray(x[i]), i + 1)
             row: dict[str, object] = {"n": n, "distribution": name,
                                       "previous": rank_error(x, prev.q[:, 0])}
-            for k in exacts:
+            for key, k in [("auto", auto)] + [(f"K={k}", k) for k in exacts]:
                 cur = _current(1, replicates, k)
                 for i in range(n):
                     cur.update(0, 0, np.ascontiguousarray(x[i]), i)
-                row[f"K={k}"] = rank_error(x, cur.results()["quantile"][:, 0])
-            worst = max(a / b for a, b in zip(row["K=8"], row["previous"]))  # type: ignore[arg-type]
-            row["worst_ratio_k8"] = worst
+                row[key] = rank_error(x, cur.results()["quantile"][:, 0])
+            for key in ("auto", "K=8"):
+                row[f"worst_ratio_{key}"] = max(a / b for a, b in zip(row[key], row["previous"]))  # type: ignore[arg-type]
             print(f"{n:>5} {name:<12} "
                   + "".join(f"{' '.join(f'{v:.3f}' for v in row[key]):<20}"  # type: ignore[attr-defined]
-                            for key in ["previous"] + [f"K={k}" for k in exacts])
-                  + f"{worst:.2f}")
+                            for key in ["previous", "auto"] + [f"K={k}" for k in exacts])
+                  + f"{row['worst_ratio_auto']:<14.2f}{row['worst_ratio_K=8']:.2f}")
             rows.append(row)
     return rows
 
@@ -174,15 +180,22 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=250_000)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--samples", type=int, default=24)
+    parser.add_argument("--exact", type=int, default=8, help="K of the throughput run")
+    parser.add_argument("--field-cells", type=int, default=10_000,
+                        help="cells of the field whose auto K the accuracy table uses")
+    parser.add_argument("--field-steps", type=int, default=100,
+                        help="time steps of that field")
     parser.add_argument("--replicates", type=int, default=200,
                         help="cells of the accuracy table (0: skip it)")
     args = parser.parse_args()
-    rows = accuracy(args.replicates, [8, 32]) if args.replicates else []
+    rows = (accuracy(args.replicates, [8, 32], args.field_cells, args.field_steps)
+            if args.replicates else [])
     result = {"bench": "quantiles", "cpu": get_host_cpu_name(), "cells": args.cells,
-              "steps": args.steps, "samples": args.samples,
-              **throughput(args.cells, args.steps, args.samples, 8),
-              "worst_ratio_k8": {f"{r['n']}/{r['distribution']}": round(r["worst_ratio_k8"], 2)  # type: ignore[call-overload]
-                                 for r in rows}}
+              "steps": args.steps, "samples": args.samples, "exact": args.exact,
+              **throughput(args.cells, args.steps, args.samples, args.exact),
+              **{f"worst_ratio_{key}": {f"{r['n']}/{r['distribution']}":
+                                        round(r[f"worst_ratio_{key}"], 2)  # type: ignore[call-overload]
+                                        for r in rows} for key in ("auto", "K=8")}}
     print(json.dumps(result))
 
 

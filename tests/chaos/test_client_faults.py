@@ -103,7 +103,7 @@ def test_a_simulation_crashing_mid_stream_leaves_no_trace(launcher: Any, tmp_pat
     got = statistics(run)
     assert_statistics_of(got, completed)
     # Quantiles cannot be un-added: held apart, they are np.quantile's over the completed ones
-    # (exact up to sa_config.quantile_exact_samples, 8 by default).
+    # (exact up to sa_config.quantile_exact_samples; "auto", the default: the study's size).
     fields = completed[:, None, None] * np.arange(1, CELLS + 1) + np.arange(STEPS)[:, None]
     np.testing.assert_allclose(got["quantile"].values, np.quantile(fields, [0.1, 0.5], axis=0),
                                rtol=1e-12)

@@ -232,3 +232,25 @@ def test_default_server_with_the_other_buffers(launcher: Any, buffer: str) -> No
     checkpoint = torch.load(run.output_dir / "checkpoints" / "last.pt", weights_only=True)
     in_features = checkpoint["model_config"]["in_features"]
     assert in_features == (7 + 30 if buffer == "sim_paired_reservoir" else 7)
+
+
+def test_batches_per_sample_ties_the_training_to_the_data(launcher: Any) -> None:
+    """While simulations still send, at most batches_per_sample batches per sample received
+    (the training waits for data beyond), then drain_batches: without it the training loop
+    would run thousands of batches while the simulations start and run."""
+    cfg = example_config(
+        HEAT_DIR,
+        study_options={"nb_time_steps": 5, "parameter_sweep_size": 6, "seed": 1},
+        dl_config={"buffer": "reservoir", "batch_size": 4, "buffer_size": 40,
+                   "per_server_watermark": 8, "batches_per_sample": 2, "drain_batches": 30,
+                   "nb_batches_update": 10, "checkpoint_interval": 0, "validation_fraction": 0,
+                   "hidden_layers": [16], "device": "cpu"},
+        client_config={"executable_command":
+                       f"python3 {HEAT_DIR / 'heat.py'} --nx 6 --ny 5 --steps 5"},
+        server_config={"server_filename": None, "server_class": None},
+        launcher_config={"job_limit": 2},
+    )
+    run = launcher(cfg)
+    assert run.returncode == 0, run.output
+    checkpoint = torch.load(run.output_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert 30 < checkpoint["batches"] <= 2 * 6 * 5 + 30, checkpoint["batches"]

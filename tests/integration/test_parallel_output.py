@@ -67,6 +67,10 @@ def test_every_rank_count_gives_the_same_dataset_equal_to_numpy(launcher: Any,
     assert (first["minimum"].values == x.min(axis=0)).all()
     assert (first["threshold_exceedance"].values[1] == (x > 1.0).sum(axis=0)).all()
     assert (first["count"].values == SIMS).all()
+    # quantile_exact_samples "auto": K = SIMS on every rank count, the quantiles np.quantile's.
+    assert first.attrs["quantile_exact_samples"] == SIMS
+    np.testing.assert_allclose(first["quantile"].values, np.quantile(x, [0.1, 0.5, 0.9], axis=0),
+                               rtol=1e-12, atol=0)
     for m, out in zip((2, 3), outputs[1:]):
         other = xr.open_zarr(out / "statistics" / "u.zarr")
         assert other.attrs.pop("server_ranks") == m

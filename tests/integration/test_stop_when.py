@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from tests.integration.conftest import run_launcher, start_launcher
+from tests.integration.conftest import REPO, run_launcher, start_launcher
 
 SIMS, CELLS, STEPS = 16, 20, 3
 
@@ -118,3 +118,35 @@ def test_resume_after_the_stop_submits_nothing_more(tmp_path: Path) -> None:
     assert {int(r["simulation_id"]) for r in rows if r["status"] == "completed"} <= started
     log = (run.output_dir / "logs" / "launcher.log").read_text().split("resumed")[-1]
     assert "submitted as job" not in log
+
+
+def test_a_sobol_study_stops_on_its_aggregated_interval(tmp_path: Path) -> None:
+    """figure sobol_interval: the widest 95% interval of the aggregated indices, the figure of
+    statistics/sobol_convergence.csv, stops an Ishigami study once it is below the target."""
+    sim = REPO / "examples" / "ishigami" / "ishigami.py"
+    cfg = {
+        "output_dir": "out",
+        "study_options": {"field_names": ["y"], "nb_time_steps": 1,
+                          "parameter_sweep_size": 100, "seed": 7},
+        "parameters": [{"name": f"x{i}", "distribution": "uniform", "low": -np.pi,
+                        "high": np.pi} for i in (1, 2, 3)],
+        "sampling": {"method": "sobol"},
+        "sa_config": {"sobol_indices": True, "mean": True, "variance": True,
+                      "plot_time_steps": [],
+                      "stop_when": {"figure": "sobol_interval", "below": 1.4,
+                                    "min_simulations": 20}},
+        "client_config": {"executable_command": f"python3 {sim}"},
+        "launcher_config": {"job_limit": 10, "poll_interval": 0.05},
+    }
+    run = run_launcher(cfg, tmp_path)
+    assert run.returncode == 0, run.output
+    assert "The study stopped early: sobol_interval" in run.output, run.output
+    statuses = [r["status"] for r in run.parameters()]
+    assert statuses.count("pending") > 0 and "failed" not in statuses, statuses
+    rows = (run.output_dir / "statistics" / "stop_when.csv").read_text().splitlines()
+    reached = float(rows[-1].split(",")[3])
+    assert reached < 1.4
+    widest = [float(r.split(",")[3]) for r in
+              (run.output_dir / "statistics" / "sobol_convergence.csv").read_text().splitlines()[1:]
+              if r.split(",")[3]]
+    assert min(widest) <= reached * (1 + 1e-6)  # the same figure as the convergence log

@@ -58,6 +58,24 @@ def test_exploration_goes_from_start_to_end_and_fresh_draws_are_uniform() -> Non
     assert all(c.parent is None for c in policy.breed(1, 5, [], 20))  # nobody has a fitness
 
 
+def test_the_first_generation_and_fresh_draws_fill_the_space() -> None:
+    policy = BreedPolicy(BreedOptions(exploration_start=1.0), 2, seed=6)
+    first = np.array([c.unit for c in policy.first(16)])
+    rng = np.random.default_rng(6)
+
+    def gap(points: np.ndarray) -> float:  # smallest distance between two points
+        d = np.linalg.norm(points[:, None] - points[None], axis=2)
+        return float(d[np.triu_indices(len(points), 1)].min())
+
+    uniform = np.median([gap(rng.random((16, 2))) for _ in range(50)])
+    assert gap(first) > 1.3 * uniform  # Halton: no two simulations almost at the same place
+    # Every simulation so far in the left half: the fresh draws go to the hole on the right.
+    left = [Member(i, np.array([0.5 * c.unit[0], c.unit[1]]), 1.0)
+            for i, c in enumerate(policy.first(16))]
+    fresh = [c.unit for c in policy.breed(1, 3, left, 8)]
+    assert all(u[0] > 0.5 for u in fresh), fresh
+
+
 def test_out_of_bounds_children_shrink_back_then_take_the_parent() -> None:
     edge = [Member(7, np.array([1.0, 0.5]), 1.0)]
     policy = BreedPolicy(BreedOptions(exploration_start=0.0, mutation_scale=0.01,

@@ -112,6 +112,22 @@ def test_abort_wakes_a_blocked_producer() -> None:
     assert buffer.exhausted and buffer.get_batch(1, timeout=0) == []
 
 
+def test_wait_received_returns_on_a_new_sample_or_the_end_of_reception() -> None:
+    buffer: ReservoirBuffer[int] = ReservoirBuffer(capacity=4)
+    buffer.put(0)
+    started = time.monotonic()
+    buffer.wait_received(0, timeout=5)  # one sample already: no wait
+    buffer.wait_received(1, timeout=0.05)  # none more: the timeout
+    assert time.monotonic() - started < 1
+    for wake in (lambda: buffer.put(1), buffer.end_reception):
+        timer = threading.Timer(0.05, wake)
+        timer.start()
+        started = time.monotonic()
+        buffer.wait_received(1, timeout=5)
+        assert time.monotonic() - started < 2
+        timer.join()
+
+
 def test_put_after_end_of_reception_is_an_error() -> None:
     buffer: ReservoirBuffer[int] = ReservoirBuffer(capacity=4)
     buffer.end_reception()

@@ -8,6 +8,7 @@ a boolean (an integer is still a valid float).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -119,16 +120,16 @@ class BreedOptions(Section):
 
     generation_size: int = Field(
         default=10, gt=0,
-        description="Simulations per generation; generation 0 is drawn at random, each later "
+        description="Simulations per generation; generation 0 is a Halton set, each later "
         "one is bred once the earlier ones finished and their fitness is known.",
     )
     exploration_start: float = Field(
         default=0.5, ge=0, le=1,
-        description="Fraction of fresh random draws in generation 1.",
+        description="Fraction of fresh (space-filling) draws in generation 1.",
     )
     exploration_end: float = Field(
         default=0.1, ge=0, le=1,
-        description="Fraction of fresh random draws in the last generation (linear between).",
+        description="Fraction of fresh draws in the last generation (linear between).",
     )
     mutation_scale: float = Field(
         default=0.5, gt=0,
@@ -138,6 +139,11 @@ class BreedOptions(Section):
     min_mutation: float = Field(
         default=0.01, gt=0,
         description="Smallest standard deviation of a mutation in any direction (unit cube).",
+    )
+    candidates: int = Field(
+        default=30, gt=0,
+        description="A fresh draw is the farthest from every simulation so far of this many "
+        "uniform draws (1: plain uniform draws).",
     )
     retries: int = Field(
         default=5, ge=0,
@@ -208,10 +214,19 @@ class SAConfig(Section):
         "exact (np.quantile, 'linear') up to quantile_exact_samples samples, then by "
         "density-scaled Robbins-Monro, always within the cell's [min, max].",
     )
-    quantile_exact_samples: int = Field(
-        default=8, ge=0, le=10_000,
-        description="Samples per cell and time step kept to give exact quantiles (8 bytes "
-        "each; the estimates reuse the memory beyond). Default 8.",
+    quantile_exact_samples: int | Literal["auto"] = Field(
+        default="auto",
+        description='K: samples per cell and time step kept to give exact quantiles (8 bytes '
+        'each; the estimates reuse the memory beyond), an integer in [0, 10000], or "auto" '
+        "(default): the samples each cell will receive in this study (parameter_sweep_size, "
+        "twice that with sobol_indices), at most 10000 and as many as fit in "
+        "quantile_memory_mb.",
+    )
+    quantile_memory_mb: float = Field(
+        default=1024.0, gt=0,
+        description='Memory per server rank for the quantile state when quantile_exact_samples '
+        'is "auto", shared equally by the fields: K is capped so that each field\'s blocks '
+        "(8 bytes x K x its cells on the rank x time steps) fit in its share.",
     )
     sobol_indices: bool = Field(
         default=False,
@@ -221,7 +236,7 @@ class SAConfig(Section):
     )
     hold_memory_mb: float = Field(
         default=2048, ge=0,
-        description="Per server rank, MB (10^6 bytes) of running simulations' data held apart "
+        description="Per server rank, MiB of running simulations' data held apart "
         "until they complete, so that an abandoned one leaves nothing in the results. Beyond it, "
         "the simulations holding the most are committed early; if one is abandoned after all, "
         "its data stays and the results flag it (abandoned_samples). 0: commit on arrival.",
@@ -277,6 +292,14 @@ class SAConfig(Section):
         description="Compress the Zarr results (Blosc with byte shuffle): zstd is smaller, lz4 "
         "faster. Needs Zarr output.",
     )
+
+    @field_validator("quantile_exact_samples", mode="before")
+    @classmethod
+    def _exact_samples(cls, value: object) -> object:
+        """One clear line rather than one per member of the union."""
+        if value == "auto" or (type(value) is int and 0 <= value <= 10_000):
+            return value
+        raise ValueError(f'must be an integer in [0, 10000] or "auto", got {json.dumps(value)}')
 
     @model_validator(mode="after")
     def _thresholds(self) -> SAConfig:
@@ -350,6 +373,13 @@ class DLConfig(Section):
         default=None, ge=0,
         description="the reservoirs: batches trained after the last simulation ended; null: "
         "until every sample (pair) in the buffer was used at least once.",
+    )
+    batches_per_sample: float | None = Field(
+        default=None, gt=0,
+        description="While simulations still send: at most this many batches per sample the "
+        "server rank received so far (training waits for data beyond), so the training a study "
+        "gets depends on its data, not on how long its simulations took; null: as many batches "
+        "as the time allows.",
     )
     nb_batches_update: int = Field(
         default=100, gt=0,

@@ -1,10 +1,10 @@
 """The launcher's side of active sampling (sampling.method "breed"): generations of simulations
 bred from the fitness the training server reports (its "fitness" events), kept in study.db.
 
-Generation 0 is drawn at random with the study. Generation g >= 1 is bred once every simulation
-of the earlier generations has finished and the fitness of each completed one is known (or after
-sampling.breed.fitness_timeout seconds of waiting, from the fitness known then), until
-parameter_sweep_size simulations are bred. The table `breed` of study.db holds each bred
+Generation 0 (space-filling) is drawn with the study. Generation g >= 1 is bred once every
+simulation of the earlier generations has finished and the fitness of each completed one is
+known (or after sampling.breed.fitness_timeout seconds of waiting, from the fitness known then),
+until parameter_sweep_size simulations are bred. The table `breed` of study.db holds each bred
 simulation's generation, parent, unit-cube coordinates and fitness: a resumed launcher continues
 from it (and adds the simulations of a generation it had recorded but not yet added).
 """
@@ -132,7 +132,7 @@ class Breeder:
         store.add_simulations(rows)
         fresh = sum(c.parent is None for c in children)
         log.info("generation %d bred from %d simulations with fitness: %d children, %d of them "
-                 "fresh random draws", generation, len(population), n, fresh)
+                 "fresh draws", generation, len(population), n, fresh)
         return True
 
     def _record(self, generation: int, first_id: int,
@@ -200,7 +200,7 @@ class Breeder:
         fx.set_yscale("log")
         fx.set_xlabel("generation")
         fx.set_ylabel("fitness (surrogate loss on the simulation)")
-        fx.set_title("fitness (red: fresh random draw, blue: bred)")
+        fx.set_title("fitness (red: fresh draw, blue: bred)")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)

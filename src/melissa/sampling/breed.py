@@ -6,10 +6,12 @@ population, the simulations so far with their unit coordinates and fitness (for 
 loss on the simulation's samples). Anything that yields a fitness per simulation can use it, a
 statistics server as well as a training one.
 
-Generation g >= 1 of n children (docs/deep-learning.md#active-sampling-breed):
+Generation 0 is a scrambled Halton set (space-filling). Generation g >= 1 of n children
+(docs/deep-learning.md#active-sampling-breed):
 
-- a fraction of fresh uniform draws, from `exploration_start` at generation 1 linearly to
-  `exploration_end` at the last generation;
+- a fraction of fresh draws, from `exploration_start` at generation 1 linearly to
+  `exploration_end` at the last generation, each the farthest of `candidates` uniform draws from
+  every point so far (it fills the largest hole, where the model is least constrained);
 - the others each pick a parent with probability proportional to its fitness and add a Gaussian
   mutation of covariance mutation_scale^2 * C + min_mutation^2 * I, where C is the
   fitness-weighted covariance of the population: it adapts, shrinking as the fitness
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import qmc
 
 from melissa.config.models import BreedOptions
 
@@ -43,7 +46,7 @@ class Member:
 @dataclass(frozen=True)
 class Child:
     unit: np.ndarray
-    parent: int | None  # simulation id; None for a fresh random draw
+    parent: int | None  # simulation id; None for a fresh draw
 
 
 class BreedPolicy:
@@ -57,7 +60,7 @@ class BreedPolicy:
         return -(-budget // self.options.generation_size)
 
     def exploration(self, generation: int, generations: int) -> float:
-        """Fraction of fresh random draws in `generation` (>= 1) of `generations`."""
+        """Fraction of fresh draws in `generation` (>= 1) of `generations`."""
         o = self.options
         if generations <= 2:
             return o.exploration_start
@@ -65,9 +68,18 @@ class BreedPolicy:
         return o.exploration_start + (o.exploration_end - o.exploration_start) * min(1, progress)
 
     def first(self, n: int) -> list[Child]:
-        """Generation 0: uniform random draws."""
-        rng = self._rng(0)
-        return [Child(rng.random(self.dimension), None) for _ in range(n)]
+        """Generation 0: a scrambled Halton set (space-filling, seeded)."""
+        engine = qmc.Halton(self.dimension, scramble=True, rng=self._rng(0))
+        return [Child(u, None) for u in engine.random(n)]
+
+    def fresh(self, rng: np.random.Generator, taken: list[np.ndarray]) -> np.ndarray:
+        """A fresh draw that fills a hole: of `candidates` uniform draws, the farthest from every
+        point `taken` (Mitchell's best candidate)."""
+        points = rng.random((self.options.candidates, self.dimension))
+        if not taken:
+            return points[0]
+        distance = np.linalg.norm(points[:, None, :] - np.array(taken)[None], axis=2).min(1)
+        return points[int(np.argmax(distance))]
 
     def covariance(self, population: Sequence[Member]) -> np.ndarray:
         """The mutation covariance for this population (of fitness summing to > 0)."""
@@ -91,14 +103,17 @@ class BreedPolicy:
             weights = np.array([m.fitness for m in parents])
             weights = weights / weights.sum()
             factor = np.linalg.cholesky(self.covariance(parents))
-        children = []
+        children: list[Child] = []
+        taken = [m.unit for m in population]
         for _ in range(n):
             if rng.random() < fresh_fraction:
-                children.append(Child(rng.random(self.dimension), None))
-                continue
-            parent = parents[int(rng.choice(len(parents), p=weights))]
-            step = factor @ rng.standard_normal(self.dimension)
-            children.append(Child(self._inside(parent.unit, step), parent.simulation_id))
+                child = Child(self.fresh(rng, taken), None)
+            else:
+                parent = parents[int(rng.choice(len(parents), p=weights))]
+                step = factor @ rng.standard_normal(self.dimension)
+                child = Child(self._inside(parent.unit, step), parent.simulation_id)
+            children.append(child)
+            taken.append(child.unit)
         return children
 
     def _inside(self, start: np.ndarray, step: np.ndarray) -> np.ndarray:

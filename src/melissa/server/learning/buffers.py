@@ -245,6 +245,12 @@ class SampleBuffer(ABC, Generic[T]):
             self._rng.setstate(_rng_tuple(state.rng))
             self._cond.notify_all()
 
+    def wait_received(self, count: int, timeout: float) -> None:
+        """Wait until more than `count` samples were received, reception ended or `timeout`."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._received > count or self._ended or self._aborted,
+                                timeout)
+
     @property
     def reception_ended(self) -> bool:
         with self._cond:

@@ -81,7 +81,8 @@ class KerasTrainer(TrainingLoop):
     def _state(self) -> bytes:
         assert self.model is not None and self.optimizer is not None
         counters = {"batches": self.batches, "samples": self.samples,
-                    "training_s": self.training_s, "validation": self.validation_metrics}
+                    "training_s": self.training_s, "validation": self.validation_metrics,
+                    **self._fitness_state()}
         arrays = {f"weight{i}": w for i, w in enumerate(self.model.get_weights())}
         arrays |= {f"optimizer{i}": np.asarray(v) for i, v in enumerate(self.optimizer.variables)}
         blob = io.BytesIO()

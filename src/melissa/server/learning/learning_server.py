@@ -72,10 +72,13 @@ class LearningServer(StreamingServer):
     # -- framework ------------------------------------------------------------------------------
     def encode_sample(self, sample: Sample) -> tuple[np.ndarray, ...]:
         """process_sample, once per sample in the receive loop: the buffer keeps (x, y), and
-        with active sampling the simulation id (its training loss is the fitness)."""
+        with active sampling (simulation id, time step): the loss of a sample the first time it
+        is trained on is its simulation's fitness."""
         x, y = self.process_sample(sample)
         pair = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        return (*pair, np.array(sample.simulation_id)) if self.breeding else pair
+        if not self.breeding:
+            return pair
+        return (*pair, np.array([sample.simulation_id, sample.time_step]))
 
     def training_pair(self, entry: Any) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of a buffer or validation entry: a sample's, or a pair's (process_pair)."""

@@ -47,9 +47,9 @@ class DeepLearningServer(LearningServer):
 
     def sample_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Active sampling (sampling.method "breed"): the loss of each sample of a training batch,
-        shape (batch,), before the batch's update; a simulation's fitness is the mean of its
-        samples' losses over the batches since the last report (nb_batches_update). Default:
-        each sample's mean squared error."""
+        shape (batch,), before the batch's update; a simulation's fitness is the mean over its
+        samples of their loss at the first batch that trained on them. Default: each sample's
+        mean squared error."""
         return ((model(x) - y) ** 2).flatten(1).mean(1)
 
     def validation_step(

@@ -160,6 +160,7 @@ class Trainer(TrainingLoop):
             "model_config": getattr(self.model, "config", None),
             "optimizer": self.optimizer.state_dict(),
             **self._checkpoint_info(self.restored_training_s + self.training_seconds),
+            **self._fitness_state(),
         }
         blob = io.BytesIO()
         torch.save(state, blob)

@@ -57,8 +57,11 @@ class TrainingLoop:
         self.last_step_at: float | None = None
         self.validation_metrics: dict[str, float] = {}
         self.status: dict[str, Any] = {}
-        # Active sampling: per-sample training loss by simulation since the last report.
+        # Active sampling: by simulation, the sum and count of its samples' losses at their
+        # first use (what the network predicted there before training on it); the samples used.
         self._fitness_sums: dict[int, tuple[float, int]] = {}
+        self._fitness_new = False
+        self._used: set[tuple[int, int]] = set()
         self._val_x: list[Any] = []
         self._val_y: list[Any] = []
         self.metrics = MetricsLog(self.paths.training_metrics) if writes else None
@@ -113,7 +116,7 @@ class TrainingLoop:
                 # Every rank joins this sum at least every WAIT_S, batch or not: a rank that
                 # waited for its own data here would stall the others' training, so their
                 # full buffers would block their clients and reception could never end.
-                batch = self.server.buffer.get_batch(self.dl.batch_size, timeout=WAIT_S)
+                batch = self._next_batch()
                 receiving = 0 if self.server.buffer.exhausted else 1
                 total, active = (int(v) for v in self._all_sum([len(batch), receiving]))
                 if total == 0:
@@ -152,17 +155,46 @@ class TrainingLoop:
             if self.writer is not None:
                 self.writer.close()
 
+    def _next_batch(self) -> list[Any]:
+        """This rank's next batch ([] if none within WAIT_S), within batches_per_sample."""
+        buffer = self.server.buffer
+        if self.dl.batches_per_sample is not None and not buffer.reception_ended:
+            received = buffer.stats().received
+            if self.batches >= self.dl.batches_per_sample * received:
+                self._report_fitness()  # the training waits: what it measured goes out now
+                buffer.wait_received(received, timeout=WAIT_S)
+                return []
+        return buffer.get_batch(self.dl.batch_size, timeout=WAIT_S)
+
     def _arrays(self, entries: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         pairs = [self.server.training_pair(e) for e in entries]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     def _add_fitness(self, batch: list[Any], losses: list[float]) -> None:
-        """Active sampling: each sample's loss (sample_loss, before this step's update), summed
-        by simulation; its mean over a report window is the simulation's fitness."""
+        """Active sampling: the loss of each sample the first time it is trained on
+        (sample_loss, before this step's update); a simulation's fitness is the mean over its
+        samples. A sample trained on already is fitted, not predicted: its loss says little
+        about how good the surrogate is there, so it is left out."""
         for entry, value in zip(batch, losses, strict=True):
-            sim = int(entry[2])
+            sim, step = (int(v) for v in entry[2])
+            if (sim, step) in self._used:
+                continue
+            self._used.add((sim, step))
             total, count = self._fitness_sums.get(sim, (0.0, 0))
             self._fitness_sums[sim] = (total + value, count + 1)
+            self._fitness_new = True
+
+    def _fitness_state(self) -> dict[str, Any]:
+        """For the checkpoint: a restarted server must not take replayed samples for new ones."""
+        if not self.server.breeding:
+            return {}
+        return {"fitness_used": sorted([s, t] for s, t in self._used),
+                "fitness_sums": {str(s): [t, n] for s, (t, n) in self._fitness_sums.items()}}
+
+    def _report_fitness(self) -> None:
+        if self._fitness_new:
+            self.server.record_fitness({s: t / n for s, (t, n) in self._fitness_sums.items()})
+            self._fitness_new = False
 
     # -- validation and reports -----------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -205,9 +237,7 @@ class TrainingLoop:
         )
         metrics = self.validate()
         self.validation_metrics = metrics
-        if self._fitness_sums:
-            self.server.record_fitness({s: t / n for s, (t, n) in self._fitness_sums.items()})
-            self._fitness_sums = {}
+        self._report_fitness()
         now = time.monotonic()
         row = metrics_row(self.batches, self.samples, now - self.started, loss_sum, samples,
                           now - window.started, total, int(sums[9]), metrics)
@@ -247,6 +277,9 @@ class TrainingLoop:
         moment)."""
         self.batches, self.samples = int(counters["batches"]), int(counters["samples"])
         self.validation_metrics = dict(counters["validation"])
+        self._used = {(int(s), int(t)) for s, t in counters.get("fitness_used", [])}
+        self._fitness_sums = {int(s): (float(t), int(n))
+                              for s, (t, n) in counters.get("fitness_sums", {}).items()}
         if self.metrics is not None:
             self.metrics.resume(self.batches)
         log.info("resumed from checkpoint: batch %d, %d samples trained", self.batches,

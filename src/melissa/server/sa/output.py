@@ -26,8 +26,8 @@ CONVENTIONS = {
     "minimum_simulation": "smallest simulation id among ties; -1 where count is 0",
     "maximum_simulation": "smallest simulation id among ties; -1 where count is 0",
     "threshold_exceedance": "count of x > t (strict)",
-    "quantile": "np.quantile(x, level, method='linear') where count <= "
-    "sa_config.quantile_exact_samples (default 8); beyond, a density-scaled Robbins-Monro "
+    "quantile": "np.quantile(x, level, method='linear') where count <= the "
+    "quantile_exact_samples attribute; beyond, a density-scaled Robbins-Monro "
     "estimate within [min, max], non-decreasing in the level (docs/statistics.md)",
     "sobol_first": "Martinez estimator on pick-freeze groups; _low/_high: 95% Fisher-z interval",
     "sobol_total": "1 - Martinez correlation of Y_A and Y_Ck; _low/_high: 95% Fisher-z interval",

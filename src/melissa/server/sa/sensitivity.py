@@ -35,7 +35,7 @@ from melissa.server.sa.groups import GroupJoin
 from melissa.server.sa.held import HeldChunks
 from melissa.server.sa.output import leading_dim, write_field_results
 from melissa.server.sa.zarr_output import ZarrResults
-from melissa.server.stats import FieldStatistics, compile_kernels
+from melissa.server.stats import FieldStatistics, compile_kernels, quantiles
 from melissa.server.stats.sobol import SobolState
 from melissa.server.stats.sobol_aggregate import combine
 from melissa.server.stats.sobol_second import SecondOrderState
@@ -57,7 +57,7 @@ class SensitivityServer(Server):
         self.early = EarlyCommits()  # simulations committed before completing (hold budget)
         self._abandoned_included: list[int] = []  # over every rank, known once finishing
         if self._hold_budget > 0:
-            log.info("running simulations' data held up to %g MB on this rank "
+            log.info("running simulations' data held up to %g MiB on this rank "
                      "(sa_config.hold_memory_mb)", self.config.sa.hold_memory_mb)
         else:
             log.info("sa_config.hold_memory_mb 0: every chunk goes to the statistics on arrival; "
@@ -80,7 +80,11 @@ class SensitivityServer(Server):
 
     def on_field(self, info: FieldInfo) -> None:
         steps = self.config.study_options.nb_time_steps
-        stats = FieldStatistics(steps, info.local_size, self.config.sa)
+        exact, why = self._exact_samples(info.global_size)
+        if exact is not None and self.rank == 0:
+            log.info("field %r: quantiles exact up to %d samples per cell (%s)", info.name,
+                     exact, why)
+        stats = FieldStatistics(steps, info.local_size, self.config.sa, exact)
         self.statistics[info.field_id] = stats
         size = stats.nbytes
         if self.group_size > 1:
@@ -95,7 +99,21 @@ class SensitivityServer(Server):
 
     @property
     def _hold_budget(self) -> int:
-        return int(self.config.sa.hold_memory_mb * 1e6)
+        return int(self.config.sa.hold_memory_mb * 2**20)
+
+    def _exact_samples(self, global_size: int) -> tuple[int | None, str]:
+        """K of a field's quantiles (sa_config.quantile_exact_samples) and why; the same on
+        every rank: "auto" sizes it for the largest rank's share of the cells."""
+        sa, options = self.config.sa, self.config.study_options
+        if not sa.quantiles:
+            return None, "no quantiles"
+        if sa.quantile_exact_samples != "auto":
+            return sa.quantile_exact_samples, "sa_config.quantile_exact_samples"
+        # A Sobol' study's statistics take the A and B members of each group.
+        planned = options.parameter_sweep_size * min(self.group_size, 2)
+        return quantiles.auto_exact_samples(
+            planned, options.nb_time_steps, -(-global_size // self.ranks), len(sa.quantiles),
+            sa.quantile_memory_mb * 2**20 / len(options.field_names))
 
     def on_data(
         self, info: FieldInfo, simulation_id: int, time_step: int, local_start: int, data: np.ndarray
@@ -119,7 +137,7 @@ class SensitivityServer(Server):
                 self._commit(member, field_id, time_step, start, values)
             freed += self.held.drop(member)
         if self._hold_budget > 0:  # 0: every simulation, said once in on_field's line
-            log.info("hold_memory_mb (%g MB) reached: committed simulations %s before they "
+            log.info("hold_memory_mb (%g MiB) reached: committed simulations %s before they "
                      "complete (%.1f MB); should they be abandoned, their data stays in the "
                      "results", self.config.sa.hold_memory_mb, list(members), freed / 1e6)
 
@@ -349,6 +367,15 @@ class SensitivityServer(Server):
             "server_ranks": self.ranks,
         }
 
+    def _field_attrs(self, field_id: int, global_size: int) -> dict[str, str | int | float]:
+        """_attrs and, with quantiles, the field's K (the state's: a restart keeps it)."""
+        attrs = self._attrs()
+        stats = self.statistics.get(field_id)
+        exact = stats.exact_samples if stats is not None else self._exact_samples(global_size)[0]
+        if self.config.sa.quantiles and exact is not None:
+            attrs["quantile_exact_samples"] = exact
+        return attrs
+
     def _zarr(self, global_size: int) -> bool:
         """sa_config.output_format; auto: NetCDF up to _NETCDF_MAX_BYTES per field, uncompressed."""
         sa = self.config.sa
@@ -387,7 +414,7 @@ class SensitivityServer(Server):
             ranges=cell_ranges(global_size, self.ranks), rank=self.rank, comm=self.comm,
             compression=self.config.sa.output_compression, durable=True, per_parameter=aggregated,
         )
-        return writer.write(results, self._attrs())
+        return writer.write(results, self._field_attrs(field_id, global_size))
 
     def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None,
                       aggregated: dict[str, np.ndarray], scale: np.ndarray | None
@@ -405,7 +432,8 @@ class SensitivityServer(Server):
         write_field_results(
             path, name, results, shape=shape, thresholds=[float(t) for t in self._leading()["threshold"]],
             parameters=[str(p) for p in self._leading()["parameter"]],
-            quantile_levels=list(self.config.sa.quantiles), attrs=self._attrs(),
+            quantile_levels=list(self.config.sa.quantiles),
+            attrs=self._field_attrs(field_id, info.global_size),
             dtype=self.config.sa.output_dtype, per_parameter=aggregated,
         )
         return path

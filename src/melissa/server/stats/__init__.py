@@ -36,17 +36,28 @@ _MERGE_SEGMENTS = 32
 class FieldStatistics:
     """Statistics of one field on one server rank: state arrays shaped (nb_time_steps, n_cells)."""
 
-    def __init__(self, nb_time_steps: int, n_cells: int, sa: SAConfig) -> None:
+    def __init__(
+        self, nb_time_steps: int, n_cells: int, sa: SAConfig, exact_samples: int | None = None
+    ) -> None:
+        """exact_samples: K of the quantiles; by default sa.quantile_exact_samples, or for "auto"
+        quantiles.BASE_SAMPLES (the server passes the K it chose for the study)."""
         if nb_time_steps < 1 or n_cells < 0:
             raise ValueError(
                 f"need nb_time_steps >= 1 and n_cells >= 0, got {nb_time_steps} and {n_cells}"
             )
+        if exact_samples is None:
+            exact_samples = (quantiles.BASE_SAMPLES if sa.quantile_exact_samples == "auto"
+                             else sa.quantile_exact_samples)
+        if exact_samples < 0:
+            raise ValueError(f"need exact_samples >= 0, got {exact_samples}")
         self._sa = sa
+        self._exact = exact_samples
         self._shape = (nb_time_steps, n_cells)
         self._counts = SegmentedCounts(nb_time_steps, n_cells)
         self._state = {}
         self._fills: dict[str, float | int] = {}  # per-step arrays: their initial value
-        for name, (shape, dtype, fill) in _layout(nb_time_steps, n_cells, sa).items():
+        for name, (shape, dtype, fill) in _layout(nb_time_steps, n_cells, sa,
+                                                  exact_samples).items():
             if len(shape) == 1:  # thresholds, quantile levels
                 self._state[name] = np.array(fill, dtype)
             else:
@@ -91,7 +102,7 @@ class FieldStatistics:
                 s = self._state
                 own = "quantile_low" in s
                 quantiles.update(data, time_step, start, segments, s["quantile_levels"],
-                                 self._quantile_order, self._sa.quantile_exact_samples,
+                                 self._quantile_order, self._exact,
                                  *self._quantile_blocks, s["quantile_low" if own else "minimum"],
                                  s["quantile_high" if own else "maximum"], own)
             counts.increment(time_step, first, last)
@@ -127,10 +138,10 @@ class FieldStatistics:
     def _merge_quantiles(self, other: FieldStatistics) -> None:
         """The quantile part of merge, before the counts change (quantiles.py: where it can)."""
         n_a, n_b = self._counts.expand(), other._counts.expand()
-        exact = self._sa.quantile_exact_samples
-        if other._sa.quantile_exact_samples != exact:
+        exact = self._exact
+        if other._exact != exact:
             raise ValueError(f"cannot merge quantile states of quantile_exact_samples {exact} "
-                             f"and {other._sa.quantile_exact_samples}")
+                             f"and {other._exact}")
         quantiles.check_mergeable(n_a, n_b, exact)
         words_a, words_b = self._quantile_blocks[0], other._quantile_blocks[0]
         own = "quantile_low" in self._state
@@ -168,8 +179,7 @@ class FieldStatistics:
                 out[name] = s[name].copy()
         if sa.quantiles:
             blocks = s["quantile_state"].reshape(*n.shape, self._quantile_words)
-            out["quantile"] = quantiles.results(n, blocks, s["quantile_levels"],
-                                                sa.quantile_exact_samples)
+            out["quantile"] = quantiles.results(n, blocks, s["quantile_levels"], self._exact)
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -205,15 +215,11 @@ class FieldStatistics:
                              f"{shape.tolist()}")
         nb_time_steps, n_cells = (int(v) for v in shape)
         # Before the shapes: another K may give blocks of the same size, read differently.
-        if "quantile_exact" in state and not np.array_equal(
-            state["quantile_exact"], [sa.quantile_exact_samples]
-        ):
-            raise ValueError(
-                f"state quantile_exact_samples {np.asarray(state['quantile_exact']).tolist()} "
-                f"differs from the configured quantile_exact_samples {sa.quantile_exact_samples}"
-            )
+        # "auto" takes the K the study chose at its start (its inputs may have changed since).
+        exact = _restored_exact_samples(state, sa)
         stats = cls.__new__(cls)
         stats._sa = sa
+        stats._exact = exact
         stats._shape = (nb_time_steps, n_cells)
         stats._counts = SegmentedCounts.from_arrays(
             nb_time_steps, n_cells, state["count_offsets"], state["count_starts"],
@@ -222,7 +228,7 @@ class FieldStatistics:
         stats._state = {}
         stats._fills = {}
         stats._ready = np.ones(nb_time_steps, bool)
-        for name, (shape_, dtype, _) in _layout(nb_time_steps, n_cells, sa).items():
+        for name, (shape_, dtype, _) in _layout(nb_time_steps, n_cells, sa, exact).items():
             if name not in state:
                 raise ValueError(f"state lacks {name!r}, which the statistics selection needs")
             array = np.asarray(state[name])
@@ -254,6 +260,11 @@ class FieldStatistics:
         return self._shape
 
     @property
+    def exact_samples(self) -> int:
+        """K: the quantiles are np.quantile's up to this many samples per cell."""
+        return self._exact
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the state, as `state_dict()` holds it: the state arrays, and 16 bytes per
         count segment (one per time step where the counts are the same over all cells)."""
@@ -282,8 +293,7 @@ class FieldStatistics:
             s.get("threshold_exceedance", np.empty((0, 0, 0), _COUNT32)),
         )
         if "quantile_state" in s:  # (T, C·W) as stored, (T, C, W) for the kernel
-            self._quantile_words = quantiles.block_words(self._sa.quantile_exact_samples,
-                                                         len(self._sa.quantiles))
+            self._quantile_words = quantiles.block_words(self._exact, len(self._sa.quantiles))
             words = s["quantile_state"].reshape(*self.shape, self._quantile_words)
             self._quantile_blocks = (words, words.view(np.float32))
             self._quantile_order = np.argsort(s["quantile_levels"], kind="stable")
@@ -296,8 +306,23 @@ def compile_kernels(sa: SAConfig) -> None:
         FieldStatistics(1, 1, sa).update(0, 0, np.zeros(1, dtype), 0)
 
 
+def _restored_exact_samples(state: dict[str, np.ndarray], sa: SAConfig) -> int:
+    """K of a state: its own with "auto", else the configured one, which it must match."""
+    if "quantile_exact" not in state:
+        return quantiles.BASE_SAMPLES
+    stored = np.asarray(state["quantile_exact"])
+    if stored.shape != (1,) or stored.dtype.kind not in "iu" or stored[0] < 0:
+        raise ValueError(f"state 'quantile_exact' must be [K >= 0], got {stored.tolist()}")
+    if sa.quantile_exact_samples != "auto" and stored[0] != sa.quantile_exact_samples:
+        raise ValueError(
+            f"state quantile_exact_samples {stored.tolist()} differs from the configured "
+            f"quantile_exact_samples {sa.quantile_exact_samples}"
+        )
+    return int(stored[0])
+
+
 def _layout(
-    nb_time_steps: int, n_cells: int, sa: SAConfig
+    nb_time_steps: int, n_cells: int, sa: SAConfig, exact: int
 ) -> dict[str, tuple[tuple[int, ...], np.dtype, float | list[float]]]:
     """Name -> (shape, dtype, initial values) of every state array the selection needs."""
     shape = (nb_time_steps, n_cells)
@@ -315,9 +340,9 @@ def _layout(
     if sa.quantiles:
         levels = len(sa.quantiles)
         layout["quantile_levels"] = ((levels,), _FLOAT, sa.quantiles)
-        layout["quantile_exact"] = ((1,), _INT, [sa.quantile_exact_samples])
+        layout["quantile_exact"] = ((1,), _INT, [exact])
         # One block of W words per cell: stored (T, C·W) so that rows are time steps.
-        words = quantiles.block_words(sa.quantile_exact_samples, levels)
+        words = quantiles.block_words(exact, levels)
         layout["quantile_state"] = ((nb_time_steps, n_cells * words), _FLOAT, np.nan)
         if not (sa.min and sa.max):  # else the quantiles read the min and max statistics
             layout["quantile_low"] = (shape, _FLOAT, np.nan)

@@ -2,10 +2,10 @@
 
 Each (time step, cell) owns a block of W float64 words (docs/statistics.md, Quantiles):
 
-- while the cell has n <= K samples (K = `sa_config.quantile_exact_samples`), the block holds
-  them, sorted (NaN last, as np.sort): the result is np.quantile(x, levels) ('linear', Hyndman
-  and Fan's type 7) of the block, computed at output time, bit for bit, whatever the order the
-  samples came in;
+- while the cell has n <= K samples (K = `sa_config.quantile_exact_samples`; "auto": see
+  auto_exact_samples), the block holds them in arrival order (one store per sample, whatever
+  K): the result is np.quantile(x, levels) ('linear', Hyndman and Fan's type 7) of the block,
+  computed at output time, bit for bit, whatever the order the samples came in;
 - with the (K+1)-th sample, the kernel computes that exact quantile of the K + 1 samples for
   every level and a kernel estimate of the density there, and the block holds from then on per
   level the estimate q (float64, words [0, L)) and the density f (float32, the float32 slots
@@ -33,10 +33,40 @@ import math
 import numpy as np
 from numba import njit
 
+# "auto" K: at most AUTO_MAX_SAMPLES (as an integer quantile_exact_samples); never fewer than
+# BASE_SAMPLES (the K of the memory table in docs/statistics.md) whatever the budget; and
+# BASE_SAMPLES where the study's size is unknown (a FieldStatistics made without it).
+AUTO_MAX_SAMPLES = 10_000
+BASE_SAMPLES = 8
+# The switch to the estimates sorts the K + 1 samples: by insertion up to this many.
+_INSERTION_SORT_MAX = 32
+
 
 def block_words(exact_samples: int, nb_levels: int) -> int:
     """W: float64 words per cell and time step for K exact samples and L levels."""
     return max(exact_samples, (3 * nb_levels + 1) // 2)
+
+
+def auto_exact_samples(
+    planned: int | None, nb_time_steps: int, n_cells: int, nb_levels: int, budget_bytes: float
+) -> tuple[int, str]:
+    """K for quantile_exact_samples "auto" and why: the samples a cell will receive (`planned`),
+    at most AUTO_MAX_SAMPLES and as many as fit in `budget_bytes` for n_cells × nb_time_steps
+    blocks, but never fewer than BASE_SAMPLES nor than the ⌈1.5 L⌉ words the estimates take
+    anyway."""
+    if planned is None:
+        return BASE_SAMPLES, "the study's size is unknown here"
+    fit = int(budget_bytes // (8 * nb_time_steps * max(n_cells, 1)))
+    floor = max(BASE_SAMPLES, block_words(0, nb_levels))
+    k = min(planned, max(fit, floor), AUTO_MAX_SAMPLES)
+    if k == planned:
+        return k, f"every cell's {planned} planned samples: exact quantiles"
+    if k == AUTO_MAX_SAMPLES:
+        return k, f"{planned} planned samples, capped at {AUTO_MAX_SAMPLES}"
+    return k, (f"{planned} planned samples, but {nb_time_steps} time steps × {n_cells} cells "
+               f"× 8 bytes × K must fit in {budget_bytes / 2**20:.6g} MiB "
+               f"(sa_config.quantile_memory_mb)" + (f"; K is never below {floor}"
+                                                     if fit < floor else ""))
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
@@ -82,12 +112,8 @@ def update(
                     low[t, c] = min(low[t, c], xi)
                     high[t, c] = max(high[t, c], xi)
             block = words[t, c]
-            if n <= exact:  # insertion into the sorted samples, NaN last
-                i = n - 1
-                while i > 0 and (np.isnan(block[i - 1]) or block[i - 1] > xi):
-                    block[i] = block[i - 1]
-                    i -= 1
-                block[i] = xi
+            if n <= exact:  # in arrival order: np.quantile selects the order statistics
+                block[n - 1] = xi
                 continue
             if n == exact + 1:
                 _start_estimates(block, halves[t, c], xi, levels, scratch)
@@ -107,13 +133,18 @@ def _start_estimates(
     """With the (K+1)-th sample xi: the exact quantiles of the K + 1 samples, and the density at
     each by the recursion's kernel (bandwidth C/√m) over them; NaN if a sample is NaN."""
     m = scratch.shape[0]
-    i = m - 1
-    while i > 0 and (np.isnan(block[i - 1]) or block[i - 1] > xi):
-        scratch[i] = block[i - 1]
-        i -= 1
-    scratch[i] = xi
-    for j in range(i):
-        scratch[j] = block[j]
+    scratch[: m - 1] = block[: m - 1]
+    scratch[m - 1] = xi
+    if m > _INSERTION_SORT_MAX:
+        scratch.sort()  # NaN last, as np.sort
+    else:  # faster for a few samples (the common K); NaN last too
+        for i in range(1, m):
+            v = scratch[i]
+            j = i
+            while j > 0 and (np.isnan(scratch[j - 1]) or scratch[j - 1] > v):
+                scratch[j] = scratch[j - 1]
+                j -= 1
+            scratch[j] = v
     nl = levels.shape[0]
     if np.isnan(scratch[m - 1]):
         for j in range(nl):
@@ -193,11 +224,10 @@ def check_mergeable(n_a: np.ndarray, n_b: np.ndarray, exact: int) -> None:
 
 def merge(n_a: np.ndarray, a: np.ndarray, n_b: np.ndarray, b: np.ndarray) -> None:
     """Merge blocks b (C, W) of counts n_b (C,) into a (one time step), as checked by
-    check_mergeable: b's block where a has no sample, else both sorted sample lists merged."""
+    check_mergeable: b's block where a has no sample, else b's samples after a's."""
     a[n_a == 0] = b[n_a == 0]
     for c in np.flatnonzero((n_a > 0) & (n_b > 0)):
-        m = n_a[c] + n_b[c]
-        a[c, :m] = np.sort(np.concatenate((a[c, : n_a[c]], b[c, : n_b[c]])))
+        a[c, n_a[c] : n_a[c] + n_b[c]] = b[c, : n_b[c]]
 
 
 def merge_extremes(
