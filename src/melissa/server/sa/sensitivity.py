@@ -1,4 +1,4 @@
-"""The sensitivity-analysis server: iterative statistics of every field, written as NetCDF.
+"""The sensitivity-analysis server: iterative statistics of every field (results.py writes them).
 
 In a Sobol' study (sa_config.sobol_indices) each field also has a `GroupJoin` that assembles the
 pick-freeze groups and updates the Martinez state; the other statistics then take only the A and
@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from melissa import __version__
-from melissa.protocol import cell_range, cell_ranges
 from melissa.protocol.events import StopWhenReached
 from melissa.server.base import Server
 from melissa.server.registry import FieldInfo
@@ -33,8 +31,7 @@ from melissa.server.sa.early import EarlyCommits
 from melissa.server.sa.figures import FIGURES, FieldState
 from melissa.server.sa.groups import GroupJoin
 from melissa.server.sa.held import HeldChunks
-from melissa.server.sa.output import leading_dim, write_field_results
-from melissa.server.sa.zarr_output import ZarrResults
+from melissa.server.sa.results import ResultsWriter
 from melissa.server.stats import FieldStatistics, compile_kernels, quantiles
 from melissa.server.stats.sobol import SobolState
 from melissa.server.stats.sobol_aggregate import combine
@@ -43,7 +40,6 @@ from melissa.server.stats.sobol_second import SecondOrderState
 log = logging.getLogger("melissa.server")
 
 _CONVERGENCE_PERIOD_S = 5.0
-_NETCDF_MAX_BYTES = 256 << 20  # auto output: one NetCDF file per field up to this size
 
 
 class SensitivityServer(Server):
@@ -53,9 +49,10 @@ class SensitivityServer(Server):
         self.sobol: dict[int, GroupJoin] = {}  # field id -> its pick-freeze groups' join
         self.group_size = self.config.group_size
         self._p = len(self.config.parameters)
+        self.writer = ResultsWriter(self)
         self.held = HeldChunks(self._hold_budget)  # running simulations' chunks, until complete
         self.early = EarlyCommits()  # simulations committed before completing (hold budget)
-        self._abandoned_included: list[int] = []  # over every rank, known once finishing
+        self.abandoned_included: list[int] = []  # over every rank, known once finishing
         if self._hold_budget > 0:
             log.info("running simulations' data held up to %g MiB on this rank "
                      "(sa_config.hold_memory_mb)", self.config.sa.hold_memory_mb)
@@ -80,7 +77,7 @@ class SensitivityServer(Server):
 
     def on_field(self, info: FieldInfo) -> None:
         steps = self.config.study_options.nb_time_steps
-        exact, why = self._exact_samples(info.global_size)
+        exact, why = self.exact_samples(info.global_size)
         if exact is not None and self.rank == 0:
             log.info("field %r: quantiles exact up to %d samples per cell (%s)", info.name,
                      exact, why)
@@ -101,7 +98,7 @@ class SensitivityServer(Server):
     def _hold_budget(self) -> int:
         return int(self.config.sa.hold_memory_mb * 2**20)
 
-    def _exact_samples(self, global_size: int) -> tuple[int | None, str]:
+    def exact_samples(self, global_size: int) -> tuple[int | None, str]:
         """K of a field's quantiles (sa_config.quantile_exact_samples) and why; the same on
         every rank: "auto" sizes it for the largest rank's share of the cells."""
         sa, options = self.config.sa, self.config.study_options
@@ -311,9 +308,9 @@ class SensitivityServer(Server):
             if convergence is not None:
                 final[name] = convergence
             started = time.monotonic()
-            if self._zarr(global_size):
-                path = self._write_zarr(name, field_id, global_size, shape, aggregated, scale)
-            elif (gathered := self._write_netcdf(name, field_id, shape, aggregated,
+            if self.writer.use_zarr(global_size):
+                path = self.writer.write_zarr(name, field_id, global_size, shape, aggregated, scale)
+            elif (gathered := self.writer.write_netcdf(name, field_id, shape, aggregated,
                                                  scale)) is not None:
                 path = gathered
             else:
@@ -339,141 +336,6 @@ class SensitivityServer(Server):
         aggregated = {k: v for k, v in combine(parts).items() if k.startswith("sobol_")}
         scale = np.max([p["scale"] for p in parts], axis=0)
         return aggregated, scale, field_convergence(parts, sum(p["join_mb"] for p in parts))
-
-    def _variables(self) -> dict[str, np.dtype]:
-        """The result variables and their dtypes in the files."""
-        specs = FieldStatistics(1, 1, self.config.sa).results()
-        if self.sobol:
-            specs.update(self._empty_sobol(1, 1))
-        specs.update(self._abandoned_counts(-1, 1))
-        floats = np.dtype(self.config.sa.output_dtype)
-        return {k: floats if v.dtype.kind == "f" else v.dtype for k, v in specs.items()}
-
-    def _leading(self) -> dict[str, list[float] | list[str]]:
-        sa = self.config.sa
-        return {"threshold": list(sa.threshold_values) if sa.threshold_exceedance else [],
-                "quantile_level": list(sa.quantiles),
-                "parameter": [p.name for p in self.config.parameters] if self.sobol else [],
-                "parameter_2": [p.name for p in self.config.parameters]
-                if self.sobol and self.config.sa.second_order else []}
-
-    def _attrs(self) -> dict[str, str | int | float]:
-        return {
-            "melissa_version": __version__,
-            "simulations_complete": self.simulations_complete,
-            "simulations_seen": len(self.simulations_counted),
-            "simulations_dropped": len(self.dropped),
-            "simulations_abandoned_included": len(self._abandoned_included),
-            "server_ranks": self.ranks,
-        }
-
-    def _field_attrs(self, field_id: int, global_size: int) -> dict[str, str | int | float]:
-        """_attrs and, with quantiles, the field's K (the state's: a restart keeps it)."""
-        attrs = self._attrs()
-        stats = self.statistics.get(field_id)
-        exact = stats.exact_samples if stats is not None else self._exact_samples(global_size)[0]
-        if self.config.sa.quantiles and exact is not None:
-            attrs["quantile_exact_samples"] = exact
-        return attrs
-
-    def _zarr(self, global_size: int) -> bool:
-        """sa_config.output_format; auto: NetCDF up to _NETCDF_MAX_BYTES per field, uncompressed."""
-        sa = self.config.sa
-        if sa.output_format != "auto":
-            return sa.output_format == "zarr"
-        leading = self._leading()
-        steps = self.config.study_options.nb_time_steps
-        nbytes = sum(math.prod(len(leading[d]) for d in leading_dim(name)) * dtype.itemsize
-                     for name, dtype in self._variables().items()) * steps * global_size
-        return sa.output_compression != "none" or nbytes > _NETCDF_MAX_BYTES
-
-    def _write_zarr(self, name: str, field_id: int, global_size: int,
-                    shape: tuple[int, ...] | None, aggregated: dict[str, np.ndarray],
-                    scale: np.ndarray | None) -> Path:
-        """Every rank writes its own cells: no gather."""
-        start, stop = cell_range(global_size, self.ranks, self.rank)
-        stats = self.statistics.get(field_id)
-        if stats is None:  # this rank never heard of the field: empty statistics for its cells
-            stats = FieldStatistics(self.config.study_options.nb_time_steps, stop - start,
-                                    self.config.sa)
-        join = self.sobol.get(field_id)
-        sobol = self._sobol_results(join, scale) if join is not None else {}
-
-        sobol.update(self._abandoned_counts(field_id, stop - start))
-
-        def results(steps: slice) -> dict[str, np.ndarray]:
-            out = stats.results(steps)
-            out.update({k: v[..., steps, :] for k, v in sobol.items()})
-            return out
-
-        self.paths.statistics.mkdir(parents=True, exist_ok=True)
-        writer = ZarrResults(
-            self.paths.field_results(name, zarr=True), name,
-            nb_time_steps=self.config.study_options.nb_time_steps, shape=shape,
-            global_size=global_size, leading=self._leading(), variables=self._variables(),
-            ranges=cell_ranges(global_size, self.ranks), rank=self.rank, comm=self.comm,
-            compression=self.config.sa.output_compression, durable=True, per_parameter=aggregated,
-        )
-        return writer.write(results, self._field_attrs(field_id, global_size))
-
-    def _write_netcdf(self, name: str, field_id: int, shape: tuple[int, ...] | None,
-                      aggregated: dict[str, np.ndarray], scale: np.ndarray | None
-                      ) -> Path | None:
-        """Small studies: one file, every rank's cells gathered on rank 0."""
-        stats = self.statistics.get(field_id)
-        local = (self.registry.fields[field_id], self._results(field_id, scale)) if stats else None
-        parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
-        if self.rank != 0:
-            return None
-        info = next(p[0] for p in parts if p is not None)
-        results = self._assemble(info, [p[1] if p else None for p in parts])
-        path = self.paths.field_results(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_field_results(
-            path, name, results, shape=shape, thresholds=[float(t) for t in self._leading()["threshold"]],
-            parameters=[str(p) for p in self._leading()["parameter"]],
-            quantile_levels=list(self.config.sa.quantiles),
-            attrs=self._field_attrs(field_id, info.global_size),
-            dtype=self.config.sa.output_dtype, per_parameter=aggregated,
-        )
-        return path
-
-    def _results(self, field_id: int, scale: np.ndarray | None) -> dict[str, np.ndarray]:
-        out = self.statistics[field_id].results()
-        if field_id in self.sobol:
-            out.update(self._sobol_results(self.sobol[field_id], scale))
-        out.update(self._abandoned_counts(field_id, self.registry.fields[field_id].local_size))
-        return out
-
-    @staticmethod
-    def _sobol_results(join: GroupJoin, scale: np.ndarray | None) -> dict[str, np.ndarray]:
-        out = join.state.results(scale)
-        if join.second is not None:
-            out.update(join.second.results(join.state, scale))
-        return out
-
-    def _empty_sobol(self, steps: int, cells: int) -> dict[str, np.ndarray]:
-        """The Sobol' results of a field on `cells` cells without a group (NaN indices)."""
-        second = (SecondOrderState(self._p, steps, cells) if self.config.sa.second_order
-                  else None)
-        return self._sobol_results(GroupJoin(SobolState(self._p, steps, cells), second), None)
-
-    def _assemble(
-        self, info: FieldInfo, parts: list[dict[str, np.ndarray] | None]
-    ) -> dict[str, np.ndarray]:
-        """Concatenate the ranks' cell slices (cells are the last axis); a rank that never saw
-        the field contributes empty statistics for its cells."""
-        steps = self.config.study_options.nb_time_steps
-        filled = []
-        for rank, part in enumerate(parts):
-            if part is None:
-                start, stop = cell_range(info.global_size, self.ranks, rank)
-                part = FieldStatistics(steps, stop - start, self.config.sa).results()
-                if self.sobol:
-                    part.update(self._empty_sobol(steps, stop - start))
-                part.update(self._abandoned_counts(-1, stop - start))
-            filled.append(part)
-        return {name: np.concatenate([p[name] for p in filled], axis=-1) for name in filled[0]}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_abandon(self, simulation_ids: list[int]) -> None:
@@ -521,8 +383,8 @@ class SensitivityServer(Server):
         mine = {sim: {fields[f].name: self.early.steps_of(sim, f) for f in self.statistics}
                 for sim in self.early.abandoned}
         parts = self.comm.allgather(mine) if self.comm is not None else [mine]
-        self._abandoned_included = sorted({sim for part in parts for sim in part})
-        if self.rank != 0 or not self._abandoned_included:
+        self.abandoned_included = sorted({sim for part in parts for sim in part})
+        if self.rank != 0 or not self.abandoned_included:
             return
         path = self.paths.abandoned_data
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -536,11 +398,11 @@ class SensitivityServer(Server):
                             writer.writerow((sim, name, rank, _ranges(listed)))
         log.warning("the results hold data of %d simulations that did not complete (committed "
                     "early under sa_config.hold_memory_mb): %s; steps in %s",
-                    len(self._abandoned_included), self._abandoned_included, path)
+                    len(self.abandoned_included), self.abandoned_included, path)
 
-    def _abandoned_counts(self, field_id: int, cells: int) -> dict[str, np.ndarray]:
+    def abandoned_counts(self, field_id: int, cells: int) -> dict[str, np.ndarray]:
         """{"abandoned_samples": (time, cells)} once any rank holds abandoned data, else {}."""
-        if not self._abandoned_included:
+        if not self.abandoned_included:
             return {}
         steps = self.config.study_options.nb_time_steps
         counts = self.early.counts(field_id, steps)
