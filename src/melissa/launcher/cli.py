@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from rich.console import Console
 from melissa.config import LoadedConfig, load_config, parse_config
 from melissa.config.options import print_options
 from melissa.errors import MelissaError, StudyError
+from melissa.launcher import interrupt
 from melissa.launcher.display import StudyDisplay, print_summary
 from melissa.launcher.http_api import StatusAPI
 from melissa.launcher.lock import StudyLock
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         except MelissaError as exc:
             _error(str(exc))
             return 2
-    signal.signal(signal.SIGTERM, _interrupted)  # kill PID: cancel the jobs as Ctrl-C does
+    interrupt.install()  # Ctrl-C or kill PID: cancel the jobs
     return run_study(loaded, Console(), overwrite=args.overwrite, resume=resume)
 
 
@@ -114,10 +114,6 @@ def _stored_config(output_dir: Path) -> LoadedConfig:
     finally:
         store.close()
     return LoadedConfig(parse_config(info["config_json"], str(db)), Path(info["config_path"]))
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _error(message: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from melissa.atomic import atomic_write
 from melissa.config import LoadedConfig
 from melissa.errors import StudyError, SubmissionError
+from melissa.launcher import interrupt
 from melissa.launcher.breeding import COLUMNS as BREED_COLUMNS
 from melissa.launcher.breeding import Breeder
 from melissa.launcher.client_job import ClientJobs
@@ -477,6 +478,7 @@ class Study:
         interval = self.config.launcher_config.poll_interval
         self.next_report = time.monotonic() + _REPORT_PERIOD_S
         while True:
+            interrupt.check()
             self.apply_job_limit()
             self.submit_pending()
             heard = self.last_status
