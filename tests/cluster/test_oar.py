@@ -11,14 +11,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.test_multinode import SIMS, assert_equals_numpy
+from tests.cluster.test_multinode import SIMS, assert_equals_numpy, study_config
 from tests.integration.conftest import run_launcher, start_launcher
 from tests.integration.test_parallel import SIMULATION
 
@@ -32,20 +31,12 @@ CLIENT_ARGS = ["-p", "host<>'o1'", "-l", "/core=1,walltime=0:05:0"]
 
 
 def oar_config(**launcher: Any) -> dict[str, Any]:
-    return {
-        "output_dir": "out",
-        "study_options": {"field_names": ["u"], "nb_time_steps": 3,
-                          "parameter_sweep_size": SIMS, "seed": 7},
-        "parameters": [{"name": "a", "distribution": "uniform", "low": 0, "high": 2},
-                       {"name": "b", "distribution": "normal", "mean": 0, "std": 0.1}],
-        "sa_config": {"mean": True, "variance": True, "min": True, "max": True,
-                      "plot_time_steps": []},
-        "client_config": {"executable_command": f"{sys.executable} sim.py"},
-        "server_config": {"bind_address": "0.0.0.0"},
-        "launcher_config": {"scheduler": "oar", "job_limit": SIMS,
-                            "scheduler_arg_server": SERVER_ARGS,
-                            "scheduler_arg_client": CLIENT_ARGS, **launcher},
-    }
+    """The multi-node Slurm tests' study, through OAR."""
+    config = study_config()
+    config["launcher_config"] = {"scheduler": "oar", "job_limit": SIMS,
+                                 "scheduler_arg_server": SERVER_ARGS,
+                                 "scheduler_arg_client": CLIENT_ARGS, **launcher}
+    return config
 
 
 def job_ids(run_dir: Path) -> dict[str, list[str]]:
