@@ -81,14 +81,23 @@ def test_breeding_beats_random_sampling_near_a_narrow_peak(launcher: Any) -> Non
     assert (bred_run.output_dir / "breed.png").stat().st_size > 0
 
     xy = np.array([(float(r["x"]), float(r["y"])) for r in rows])
-    uniform = np.pi * NEAR**2  # a uniform draw's chance to land near the peak
-    assert near_peak(xy).mean() > 2 * uniform, near_peak(xy).mean()
+    near = near_peak(xy)
+    uniform = np.pi * NEAR**2  # a uniform draw's chance to land near the peak (7%)
+    # Generation 0 (Halton, seed 3) has one simulation near the peak, by far the worst fitted:
+    # the generation bred from it concentrates there (3 or more of 10 near: 3% under uniform
+    # draws; 4 in every one of 16 runs). Later generations follow the fitness wherever the
+    # surrogate is worst, the peak once learnt no longer, so the study's share varies from run
+    # to run (13-28% in those runs) and is only asked to beat uniform draws'.
+    generation = np.array(generations)
+    assert near[generation == 0].sum() == 1
+    assert near[generation == 1].sum() >= 3, near[generation == 1]
+    assert near.mean() > uniform, near.mean()
     # The fitness (the surrogate's error on a simulation before it trained on it) is highest
     # where the model is hard: near the peak.
     fitness = np.array([float(r["fitness"]) for r in rows])
-    assert np.median(fitness[near_peak(xy)]) > 2 * np.median(fitness[~near_peak(xy)])
+    assert np.median(fitness[near]) > 2 * np.median(fitness[~near])
     # The children of the parents near the peak stay close (the mutation adapts to them).
-    parents_near = [r for r in bred if near_peak(xy[[int(r["parent"])]])[0]]
+    parents_near = [r for r in bred if near[int(r["parent"])]]
     assert parents_near, bred
     distance = [np.hypot(*(xy[int(r["simulation_id"])] - xy[int(r["parent"])]))
                 for r in parents_near]
