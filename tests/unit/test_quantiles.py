@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from bench.quantiles import DISTRIBUTIONS, rank_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -112,16 +113,6 @@ def test_order_independent_up_to_k_samples(values: list[float], random: object) 
     np.testing.assert_array_equal(a[:, 0], np.quantile(values, LEVELS))
 
 
-DISTRIBUTIONS = {
-    "normal": lambda rng, size: rng.normal(size=size),
-    "uniform": lambda rng, size: rng.random(size),
-    "exponential": lambda rng, size: rng.exponential(size=size),
-    "lognormal": lambda rng, size: rng.lognormal(sigma=1.0, size=size),
-    "bimodal": lambda rng, size: np.where(rng.random(size) < 0.5, rng.normal(-3, 1, size),
-                                          rng.normal(3, 1, size)),
-}
-
-
 def previous_estimator(x: np.ndarray, levels: list[float]) -> np.ndarray:
     """The estimator before exact samples (Melissa ≤ this version's predecessor): the same
     recursion from q_1 = x_1 and f_1 = 0, without the clamp, vectorised over cells."""
@@ -142,16 +133,6 @@ def previous_estimator(x: np.ndarray, levels: list[float]) -> np.ndarray:
                             spread * math.sqrt(n))
         q = q + step / n * (alpha - (xi <= q))
     return q
-
-
-def rank_error(x: np.ndarray, q: np.ndarray, levels: list[float]) -> np.ndarray:
-    """Mean over cells of |F(q) - level| per level, F the piecewise-linear empirical CDF that
-    np.quantile(method='linear') inverts (rank (n - 1)·level); 0 for np.quantile itself, and
-    an estimate outside [min, max] counts as the nearest extreme."""
-    xs = np.sort(x, axis=0)
-    ranks = np.arange(x.shape[0]) / (x.shape[0] - 1)
-    return np.array([np.mean([abs(np.interp(q[j, c], xs[:, c], ranks) - a)
-                              for c in range(x.shape[1])]) for j, a in enumerate(levels)])
 
 
 # Mean rank error bounds of docs/statistics.md, by sample size (n <= K: exact, 0).

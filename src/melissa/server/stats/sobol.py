@@ -220,13 +220,13 @@ def _correlation(cov: float, m2_x: float, m2_y: float, mean_x: float, mean_y: fl
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def fisher_interval(r: float, n: int) -> tuple[float, float]:
-    """95% interval of a correlation r from n observations (Fisher z); NaN where n < 4 or r is
-    NaN."""
+def fisher_interval(r: float, n: int, quantile: float = _Z95) -> tuple[float, float]:
+    """Interval of a correlation r from n observations (Fisher z), 95% by default (`quantile`:
+    the standard normal's quantile of the level); NaN where n < 4 or r is NaN."""
     if n < 4 or np.isnan(r):
         return np.nan, np.nan
     z = math.atanh(r)
-    half = _Z95 / math.sqrt(n - 3)
+    half = quantile / math.sqrt(n - 3)
     return math.tanh(z - half), math.tanh(z + half)
 
 

@@ -21,12 +21,10 @@ converse: by Bonferroni it holds the true value with probability at least 95% (c
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
-from melissa.server.stats.sobol import NEGLIGIBLE, SobolState, _correlation
+from melissa.server.stats.sobol import NEGLIGIBLE, SobolState, _correlation, fisher_interval
 
 _FLOAT = np.dtype(np.float64)
 _BLOCK = 2048  # cells per block of the update
@@ -83,16 +81,6 @@ def update(y: np.ndarray, t: int, n: int, mean: np.ndarray, m2: np.ndarray,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _interval(r: float, n: int) -> tuple[float, float]:
-    """Fisher-z interval of r at level 1 − 0.05/6 (NaN where n < 4 or r is NaN)."""
-    if n < 4 or np.isnan(r):
-        return np.nan, np.nan
-    z = math.atanh(r)
-    half = _Z_BONFERRONI / math.sqrt(n - 3)
-    return math.tanh(z - half), math.tanh(z + half)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def _indices(mean: np.ndarray, m2: np.ndarray, cov_cd: np.ndarray, cov_ad: np.ndarray,
              cov_bc: np.ndarray, m2_b: np.ndarray, mean_b: np.ndarray, groups: np.ndarray,
              negligible: np.ndarray, index: np.ndarray, low: np.ndarray,
@@ -130,11 +118,11 @@ def _indices(mean: np.ndarray, m2: np.ndarray, cov_cd: np.ndarray, cov_ad: np.nd
                                    - first[3])
                         lo = hi = 0.0
                         for r in closed:
-                            r_lo, r_hi = _interval(r, n)
+                            r_lo, r_hi = fisher_interval(r, n, _Z_BONFERRONI)
                             lo += r_lo
                             hi += r_hi
                         for r in first:
-                            r_lo, r_hi = _interval(r, n)
+                            r_lo, r_hi = fisher_interval(r, n, _Z_BONFERRONI)
                             lo -= r_hi
                             hi -= r_lo
                         lo, hi = 0.5 * lo, 0.5 * hi
