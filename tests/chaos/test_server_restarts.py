@@ -97,3 +97,31 @@ def test_past_max_restarts_the_study_fails(tmp_path: Path) -> None:
         "the server stopped (killed by signal SIGKILL), and it was restarted 0 times already "
         f"(launcher_config.max_restarts); see {out / 'logs' / 'server.log'}")
     assert "Traceback" not in output
+
+
+def test_a_restarted_server_keeps_what_it_committed_over_its_hold_budget(tmp_path: Path) -> None:
+    """hold_memory_mb below two running simulations' data (each step is 40 bytes here): the
+    server commits simulations before they complete. SIGKILLed after a checkpoint, it restores
+    the statistics, the held chunks and which simulations it committed early; the simulations
+    that run again send steps the statistics already hold, which must not count twice, and the
+    results are NumPy's over the completed simulations, none flagged."""
+    cfg = chaos_config(tmp_path, SIMS, step_s=0.3, job_limit=4)
+    cfg["sa_config"].update({"hold_memory_mb": 100 / 2**20, "min": True, "max": True})
+    launcher = start_launcher(tmp_path, cfg)
+    out = tmp_path / "out"
+    first = server_pid(out)
+    wait_completed(out / "study.db", 2)
+    wait_checkpoint(out)
+    os.kill(first, signal.SIGKILL)
+    output, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, output
+
+    run = LauncherRun(launcher.returncode, output, out)
+    rows = run.parameters()
+    assert [r["status"] for r in rows] == ["completed"] * SIMS
+    got = statistics(run)
+    assert_statistics_of(got, np.array([float(r["p"]) for r in rows]))
+    assert got.attrs["simulations_abandoned_included"] == 0
+    log = (out / "logs" / "server.log").read_text()
+    assert "reached: committed simulations" in log, log
+    assert "the server restored checkpoint" in (out / "logs" / "launcher.log").read_text()
