@@ -5,6 +5,7 @@ died submits nothing more."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -143,10 +144,16 @@ def test_a_sobol_study_stops_on_its_aggregated_interval(tmp_path: Path) -> None:
     assert "The study stopped early: sobol_interval" in run.output, run.output
     statuses = [r["status"] for r in run.parameters()]
     assert statuses.count("pending") > 0 and "failed" not in statuses, statuses
-    rows = (run.output_dir / "statistics" / "stop_when.csv").read_text().splitlines()
-    reached = float(rows[-1].split(",")[3])
+    # The value that stopped it (the groups running then complete after, and the figure may
+    # move either way: the summary's row gives the last value, the stop line this one).
+    match = re.search(r"stopped early: sobol_interval ([0-9.]+) below 1\.4 ", run.output)
+    assert match, run.output
+    reached = float(match.group(1))
     assert reached < 1.4
+    rows = (run.output_dir / "statistics" / "stop_when.csv").read_text().splitlines()[1:]
+    values = [float(r.split(",")[3]) for r in rows]
+    assert any(abs(v - reached) <= 1e-3 * reached for v in values), (reached, values)
     widest = [float(r.split(",")[3]) for r in
               (run.output_dir / "statistics" / "sobol_convergence.csv").read_text().splitlines()[1:]
               if r.split(",")[3]]
-    assert min(widest) <= reached * (1 + 1e-6)  # the same figure as the convergence log
+    assert min(widest) <= reached * (1 + 1e-3)  # the same figure as the convergence log

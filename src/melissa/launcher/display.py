@@ -122,13 +122,15 @@ def _sobol_convergence(path: Path) -> list[tuple[str, str]]:
 
 
 def _stop_when(path: Path) -> list[tuple[str, str]]:
-    """sa_config.stop_when: the figure reached (the last row of statistics/stop_when.csv)."""
+    """sa_config.stop_when: the figure at the end (the last row of statistics/stop_when.csv;
+    after a stop, the simulations that were running still count, so it may differ from the
+    value that stopped the study, which the stop line gives)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         last = rows[-1]
-        text = (f"{last['value']} with {last['simulations']} simulations (target: below "
-                f"{last['below']})")
+        text = (f"{last['value']} at the end, with {last['simulations']} simulations (target: "
+                f"below {last['below']})")
         return [(f"stop_when {last['figure']}", text)]
     except (OSError, KeyError, IndexError, csv.Error):
         return []
