@@ -10,10 +10,10 @@
 #       the bridge melissa-br1 (127.1.1.1, where the nodes reach the server), with the sshd on
 #       port 6667 that OAR starts its jobs through (as user oar, with oar's own keys). Each node
 #       has 4 cores, resources with properties host=oK, cpu=K, core. Only loopback-range
-#       addresses, with route_localnet=1 on the bridge, the veths and the nodes' interfaces (never
-#       on `all`, which the Slurm cluster script owns). Coexists with scripts/slurm-cluster.sh
-#       (its nodes are melissa-nK on melissa-br0, 127.1.0.x). Idempotent: a running cluster is
-#       kept, or rebuilt if it ran with another node count.
+#       addresses, with route_localnet=1 on the bridge, the veths and the nodes' interfaces
+#       (never on this namespace's `all`, which the Slurm cluster script owns). Coexists with
+#       scripts/slurm-cluster.sh (its nodes are melissa-nK on melissa-br0, 127.1.0.x).
+#       Idempotent: a running cluster is kept, or rebuilt if it ran with another node count.
 #   scripts/oar-cluster.sh stop
 #       Delete every job, stop the sshds, the OAR server and PostgreSQL, drop the oar database,
 #       remove the namespaces, veth pairs and bridge.
@@ -39,21 +39,10 @@ DB_PASSWORD=melissa-oar  # a local test database reached on 127.0.0.1 only
 SERVER_NAME=melissa-oar-server  # the bridge's address, in /etc/hosts
 HOSTS_LINE="$BRIDGE_ADDR $SERVER_NAME  # melissa scripts/oar-cluster.sh"
 
-die() { echo "oar-cluster: $*" >&2; exit 1; }
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it succeeds.
-wait_for() {
-  local seconds=$1 what=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "$what not ready after ${seconds} s; see $DIR/*.log and /var/log/oar.log"
-    sleep 0.2
-  done
-}
-
-running() {  # running PIDFILE: the process named in PIDFILE is alive
-  [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
-}
+NAME=oar-cluster
+LOGS="$DIR/*.log and /var/log/oar.log"
+# shellcheck source=scripts/cluster-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
 node_addr() { echo "127.1.1.$((10 + $1))"; }
 
@@ -114,22 +103,10 @@ start_network() {
   ((made == nodes)) && ip link show "$BRIDGE" >/dev/null 2>&1 && return
   remove_network
   echo "$nodes" >"$NODES_FILE"
-  ip link add "$BRIDGE" type bridge
-  ip addr add "$BRIDGE_ADDR/24" dev "$BRIDGE"
-  ip link set "$BRIDGE" up
-  sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+  add_bridge "$BRIDGE" "$BRIDGE_ADDR"
   grep -qxF "$HOSTS_LINE" /etc/hosts || echo "$HOSTS_LINE" >>/etc/hosts
   for k in $(seq "$nodes"); do
-    ip netns add "melissa-o$k"
-    ip link add "melissa-w$k" type veth peer name eth0 netns "melissa-o$k"
-    ip link set "melissa-w$k" master "$BRIDGE"
-    ip link set "melissa-w$k" up
-    sysctl -qw "net.ipv4.conf.melissa-w$k.route_localnet=1"
-    ip netns exec "melissa-o$k" sh -e -c "
-      sysctl -qw net.ipv4.conf.eth0.route_localnet=1
-      ip addr add $(node_addr "$k")/24 dev eth0
-      ip link set eth0 up
-      ip link set lo up"
+    add_node "melissa-o$k" "melissa-w$k" "$BRIDGE" "$(node_addr "$k")"
   done
 }
 
@@ -141,8 +118,7 @@ remove_network() {
     # What still runs on the node (jobs, their oarexec) goes with it.
     # shellcheck disable=SC2046
     kill -KILL $(ip netns pids "melissa-o$k" 2>/dev/null) 2>/dev/null || true
-    ip netns del "melissa-o$k" 2>/dev/null || true  # takes its veth pair along
-    ip link del "melissa-w$k" 2>/dev/null || true
+    remove_node "melissa-o$k" "melissa-w$k"
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   if grep -qxF "$HOSTS_LINE" /etc/hosts; then
@@ -221,18 +197,6 @@ start() {
   wait_for 30 "nodes o1..o$nodes" alive
   echo "oar-cluster: nodes o1..o$nodes Alive with $NODE_CORES cores each at" \
     "$(node_addr 1)..$(node_addr "$nodes"), server at $BRIDGE_ADDR (logs in $DIR, /var/log/oar.log)"
-}
-
-stop_daemon() {  # stop_daemon PIDFILE: SIGTERM, then SIGKILL after 15 s
-  local pidfile=$1 pid
-  running "$pidfile" || return 0
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
 }
 
 stop() {

@@ -39,21 +39,10 @@ BRIDGE_ADDR=127.1.0.1
 NODES_FILE=/run/melissa-slurm-nodes  # how many namespace nodes exist (for stop), with $DIR's path
 LOCALNET_FILE=/run/melissa-slurm-route_localnet  # route_localnet before start changed it
 
-die() { echo "slurm-cluster: $*" >&2; exit 1; }
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s until it succeeds.
-wait_for() {
-  local seconds=$1 what=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "$what not ready after ${seconds} s; see $DIR/*.log"
-    sleep 0.1
-  done
-}
-
-running() {  # running PIDFILE: the process named in PIDFILE is alive
-  [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
-}
+NAME=slurm-cluster
+LOGS="$DIR/*.log"
+# shellcheck source=scripts/cluster-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
 ours() {  # ours FILE: FILE is absent or was written by this script
   [[ ! -e $1 ]] || grep -qF "$MARK" "$1" || die "$1 exists and was not written by this script"
@@ -235,21 +224,9 @@ start_network() {
   [[ -e $LOCALNET_FILE ]] || sysctl -n net.ipv4.conf.all.route_localnet >"$LOCALNET_FILE"
   echo "$nodes" >"$NODES_FILE"
   sysctl -qw net.ipv4.conf.all.route_localnet=1
-  ip link add "$BRIDGE" type bridge
-  ip addr add "$BRIDGE_ADDR/24" dev "$BRIDGE"
-  ip link set "$BRIDGE" up
-  sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+  add_bridge "$BRIDGE" "$BRIDGE_ADDR"
   for k in $(seq "$nodes"); do
-    ip netns add "melissa-n$k"
-    ip link add "melissa-v$k" type veth peer name eth0 netns "melissa-n$k"
-    ip link set "melissa-v$k" master "$BRIDGE"
-    ip link set "melissa-v$k" up
-    sysctl -qw "net.ipv4.conf.melissa-v$k.route_localnet=1"
-    ip netns exec "melissa-n$k" sh -e -c "
-      sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localnet=1
-      ip addr add $(node_addr "$k")/24 dev eth0
-      ip link set eth0 up
-      ip link set lo up"
+    add_node "melissa-n$k" "melissa-v$k" "$BRIDGE" "$(node_addr "$k")"
   done
 }
 
@@ -258,26 +235,13 @@ remove_network() {
   local made=0 k
   [[ -s $NODES_FILE ]] && made=$(cat "$NODES_FILE")
   for k in $(seq "$made"); do
-    ip netns del "melissa-n$k" 2>/dev/null || true  # takes its veth pair along
-    ip link del "melissa-v$k" 2>/dev/null || true
+    remove_node "melissa-n$k" "melissa-v$k"
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   if [[ -s $LOCALNET_FILE ]]; then
     sysctl -qw "net.ipv4.conf.all.route_localnet=$(cat "$LOCALNET_FILE")"
   fi
   rm -f "$NODES_FILE" "$LOCALNET_FILE"
-}
-
-stop_daemon() {  # stop_daemon PIDFILE: SIGTERM, then SIGKILL after 15 s
-  local pidfile=$1 pid
-  running "$pidfile" || return 0
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
 }
 
 stop_slurmds() {
