@@ -99,7 +99,7 @@ def test_breeding_is_seeded() -> None:
     assert draw(3) != draw(4)
 
 
-def study_config(tmp_path: Path, budget: int = 7) -> object:
+def study_config(tmp_path: Path, budget: int = 7, **dl: object) -> object:
     return parse_config(json.dumps({
         "output_dir": str(tmp_path),
         "study_options": {"field_names": ["u"], "nb_time_steps": 2,
@@ -107,7 +107,7 @@ def study_config(tmp_path: Path, budget: int = 7) -> object:
         "parameters": [{"name": "a", "distribution": "uniform", "low": 10, "high": 20},
                        {"name": "b", "distribution": "loguniform", "low": 1, "high": 100}],
         "sampling": {"method": "breed", "breed": {"generation_size": 3, "fitness_timeout": 5}},
-        "dl_config": {"validation_fraction": 0, "per_server_watermark": 1},
+        "dl_config": {"validation_fraction": 0, "per_server_watermark": 1, **dl},
         "client_config": {"executable_command": "unused"},
     }), "test")
 
@@ -164,3 +164,20 @@ def test_breed_needs_a_training_study(tmp_path: Path) -> None:
     })
     with pytest.raises(ConfigError, match='sampling.method "breed" needs dl_config'):
         parse_config(text, "c.json")
+
+
+def test_a_first_generation_short_of_the_watermark_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """3 simulations x 2 steps = 6 samples: enough for a watermark of 1 (no warning), not for
+    one of 8, nor for a FIFO's batch of 16."""
+    store = StateStore(tmp_path / "study.db")
+    for dl, warned in (({"per_server_watermark": 1}, None),
+                       ({"per_server_watermark": 8}, "dl_config.per_server_watermark (8)"),
+                       ({"buffer": "fifo", "batch_size": 16}, "dl_config.batch_size (16)")):
+        caplog.clear()
+        Breeder(study_config(tmp_path, **dl), store.connection)  # type: ignore[arg-type]
+        if warned is None:
+            assert not caplog.records
+        else:
+            assert f"about 6 training samples per server rank, fewer than {warned}" in caplog.text
+    store.close()

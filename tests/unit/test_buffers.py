@@ -226,6 +226,18 @@ def test_make_buffer_names_the_policies() -> None:
         FIROBuffer(capacity=4, watermark=5)
 
 
+@pytest.mark.parametrize("policy", ["fifo", "firo", "reservoir", "batch_reservoir"])
+def test_unused_names_the_samples_no_batch_served_yet(policy: str) -> None:
+    """What active sampling measures while the training waits (training_loop.py)."""
+    buffer: SampleBuffer[int] = make_buffer(policy, 10, 4, 0)  # type: ignore[arg-type]
+    fill(buffer, range(6))
+    served = buffer.get_batch(4, timeout=0)
+    assert len(served) == 4
+    assert sorted(buffer.unused()) == sorted(set(range(6)) - set(served))
+    fill(buffer, range(6, 8))
+    assert sorted(buffer.unused()) == sorted(set(range(8)) - set(served))
+
+
 # -- BatchReservoir -----------------------------------------------------------------------------
 def test_batch_reservoir_serves_new_samples_first_then_replays_used_ones() -> None:
     buffer: BatchReservoirBuffer[int] = BatchReservoirBuffer(capacity=20, watermark=4, seed=2)

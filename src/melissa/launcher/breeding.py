@@ -63,6 +63,7 @@ class Breeder:
         assert config.dl_config is not None
         # Never trained on, so no training loss: not waited for, never parents.
         self.held_out = config.dl_config.validation_simulations(self.budget)
+        self._warn_if_the_first_generation_cannot_train()
         self._clock = clock
         self._waiting_since: float | None = None
         self._conn = conn
@@ -72,6 +73,26 @@ class Breeder:
                            None if f is None else float(f))
             for sim, g, p, u, f in self._conn.execute("SELECT * FROM breed ORDER BY 1")
         }
+
+    def _warn_if_the_first_generation_cannot_train(self) -> None:
+        """No batch before the buffer holds its watermark (FIFO: a batch), so no model and no
+        fitness: a first generation sending fewer samples (one per simulation and time step)
+        to each server rank waits fitness_timeout, and the next one is bred blind."""
+        dl = self.config.dl_config
+        assert dl is not None
+        first = [s for s in range(min(self.options.generation_size, self.budget))
+                 if s not in self.held_out]
+        per_rank = (len(first) * self.config.study_options.nb_time_steps
+                    / self.config.server_config.ranks)
+        need, key = ((dl.batch_size, "batch_size") if dl.buffer == "fifo"
+                     else (dl.per_server_watermark, "per_server_watermark"))
+        if per_rank < need:
+            log.warning("sampling.breed: the first generation sends about %d training samples "
+                        "per server rank, fewer than dl_config.%s (%d) that the first batch "
+                        "needs: it will have no fitness, and generation 1 will be bred from "
+                        "fresh draws only after sampling.breed.fitness_timeout (%g s); lower %s "
+                        "or raise sampling.breed.generation_size", per_rank, key, need,
+                        self.options.fitness_timeout, key)
 
     @property
     def done(self) -> bool:

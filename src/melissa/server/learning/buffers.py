@@ -245,6 +245,12 @@ class SampleBuffer(ABC, Generic[T]):
             self._rng.setstate(_rng_tuple(state.rng))
             self._cond.notify_all()
 
+    def unused(self) -> list[T]:
+        """The items held that no batch has served yet."""
+        with self._cond:
+            items, used = self._contents()
+            return [item for item, was_used in zip(items, used, strict=True) if not was_used]
+
     def wait_received(self, count: int, timeout: float) -> None:
         """Wait until more than `count` samples were received, reception ended or `timeout`."""
         with self._cond:

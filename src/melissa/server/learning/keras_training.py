@@ -69,13 +69,19 @@ class KerasTrainer(TrainingLoop):
         started = time.monotonic()
         x, y = self._arrays(batch)
         if self.server.breeding:
-            assert self.model is not None
-            self._add_fitness(batch, np.asarray(self.server.sample_loss(self.model, x, y)).tolist())
+            self._add_fitness(batch, self._losses(x, y))
         loss = float(self._train_step(tf.constant(x), tf.constant(y)))
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss} at batch {self.batches}")
         self.training_s += time.monotonic() - started
         return loss
+
+    def _losses(self, x: np.ndarray, y: np.ndarray) -> list[float]:
+        assert self.model is not None
+        return [float(v) for v in np.asarray(self.server.sample_loss(self.model, x, y))]
+
+    def _sample_losses(self, entries: list[Any]) -> list[float]:
+        return self._losses(*self._arrays(entries))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> bytes:

@@ -108,15 +108,21 @@ class Trainer(TrainingLoop):
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"training loss is {loss_value} at batch {self.batches}")
             if self.server.breeding:
-                with torch.no_grad():
-                    losses = self.server.sample_loss(self.model, x.to(self.device),
-                                                     y.to(self.device)).cpu().tolist()
-                self._add_fitness(batch, losses)
+                self._add_fitness(batch, self._losses(x, y))
         if self.group.size > 1:
             self.group.all_reduce_gradients([p for p in self.model.parameters()
                                              if p.requires_grad])
         self.optimizer.step()
         return loss_value
+
+    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        assert self.model is not None
+        with torch.no_grad():
+            return self.server.sample_loss(self.model, x.to(self.device),
+                                           y.to(self.device)).cpu().tolist()
+
+    def _sample_losses(self, entries: list[Any]) -> list[float]:
+        return self._losses(*self._tensors(entries))
 
     # -- validation -----------------------------------------------------------------------------
     def _as_input(self, array: np.ndarray) -> torch.Tensor:

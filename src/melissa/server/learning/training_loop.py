@@ -82,6 +82,10 @@ class TrainingLoop:
     def checkpoint(self) -> None:
         raise NotImplementedError
 
+    def _sample_losses(self, entries: list[Any]) -> list[float]:
+        """Active sampling: sample_loss of the model as it is on buffer entries, no update."""
+        raise NotImplementedError
+
     def _as_input(self, array: np.ndarray) -> Any:
         """A validation array as validation_step's batches are stacked from."""
         return array
@@ -161,10 +165,26 @@ class TrainingLoop:
         if self.dl.batches_per_sample is not None and not buffer.reception_ended:
             received = buffer.stats().received
             if self.batches >= self.dl.batches_per_sample * received:
-                self._report_fitness()  # the training waits: what it measured goes out now
+                self._measure_waiting()
                 buffer.wait_received(received, timeout=WAIT_S)
                 return []
-        return buffer.get_batch(self.dl.batch_size, timeout=WAIT_S)
+        batch = buffer.get_batch(self.dl.batch_size, timeout=WAIT_S)
+        if not batch:
+            self._measure_waiting()
+        return batch
+
+    def _measure_waiting(self) -> None:
+        """Active sampling, while the training waits for data: the fitness goes out now, with
+        the loss of the samples no batch has trained on yet measured as they are (the model has
+        not seen them either). Else a generation would wait for batches that need more data, of
+        the next generation: a FIFO short of a batch, a FIRO or reservoir of its watermark."""
+        if not self.server.breeding:
+            return
+        if self.model is not None:
+            fresh = [e for e in self.server.buffer.unused() if self._key(e) not in self._used]
+            if fresh:
+                self._add_fitness(fresh, self._sample_losses(fresh))
+        self._report_fitness()
 
     def _arrays(self, entries: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         pairs = [self.server.training_pair(e) for e in entries]
@@ -172,17 +192,25 @@ class TrainingLoop:
 
     def _add_fitness(self, batch: list[Any], losses: list[float]) -> None:
         """Active sampling: the loss of each sample the first time it is trained on
-        (sample_loss, before this step's update); a simulation's fitness is the mean over its
-        samples. A sample trained on already is fitted, not predicted: its loss says little
-        about how good the surrogate is there, so it is left out."""
+        (sample_loss, before this step's update) or measured while the training waits
+        (_measure_waiting); a simulation's fitness is the mean over its samples. A sample
+        trained on already is fitted, not predicted: its loss says little about how good the
+        surrogate is there, so it is left out."""
         for entry, value in zip(batch, losses, strict=True):
-            sim, step = (int(v) for v in entry[2])
-            if (sim, step) in self._used:
+            key = self._key(entry)
+            if key in self._used:
                 continue
-            self._used.add((sim, step))
+            self._used.add(key)
+            sim = key[0]
             total, count = self._fitness_sums.get(sim, (0.0, 0))
             self._fitness_sums[sim] = (total + value, count + 1)
             self._fitness_new = True
+
+    @staticmethod
+    def _key(entry: Any) -> tuple[int, int]:
+        """(simulation id, time step) of a buffer entry."""
+        sim, step = entry[2]
+        return int(sim), int(step)
 
     def _fitness_state(self) -> dict[str, Any]:
         """For the checkpoint: a restarted server must not take replayed samples for new ones."""
