@@ -236,6 +236,7 @@ def test_unused_names_the_samples_no_batch_served_yet(policy: str) -> None:
     assert sorted(buffer.unused()) == sorted(set(range(6)) - set(served))
     fill(buffer, range(6, 8))
     assert sorted(buffer.unused()) == sorted(set(range(8)) - set(served))
+    assert buffer.stats().unused_held == 4
 
 
 # -- BatchReservoir -----------------------------------------------------------------------------

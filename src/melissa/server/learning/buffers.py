@@ -62,6 +62,11 @@ class BufferStats:
         return self.size / self.capacity
 
     @property
+    def unused_held(self) -> int:
+        """Samples in the buffer that no batch has served yet."""
+        return self.received - self.distinct_served - self.evicted_unused
+
+    @property
     def reuse(self) -> float:
         """Mean number of times a served sample was used (1 for FIFO and FIRO)."""
         return self.served / self.distinct_served if self.distinct_served else 0.0

@@ -62,6 +62,7 @@ class TrainingLoop:
         self._fitness_sums: dict[int, tuple[float, int]] = {}
         self._fitness_new = False
         self._used: set[tuple[int, int]] = set()
+        self._measured_upto = 0  # samples received when _measure_waiting last looked
         self._val_x: list[Any] = []
         self._val_y: list[Any] = []
         self.metrics = MetricsLog(self.paths.training_metrics) if writes else None
@@ -180,7 +181,11 @@ class TrainingLoop:
         the next generation: a FIFO short of a batch, a FIRO or reservoir of its watermark."""
         if not self.server.breeding:
             return
-        if self.model is not None:
+        stats = self.server.buffer.stats()
+        # Once per sample received at most, and only if some wait unused: the training waits
+        # after every sample when batches_per_sample binds, and a scan costs the buffer's size.
+        if self.model is not None and stats.received > self._measured_upto and stats.unused_held:
+            self._measured_upto = stats.received
             fresh = [e for e in self.server.buffer.unused() if self._key(e) not in self._used]
             if fresh:
                 self._add_fitness(fresh, self._sample_losses(fresh))
