@@ -125,7 +125,9 @@ def test_server_on_one_node_clients_on_others(tmp_path: Path, encryption: bool) 
     assert nodes["server"] == {"n1"}
     clients = set().union(*(v for k, v in nodes.items() if k.startswith("simulation_")))
     assert len([k for k in nodes if k.startswith("simulation_")]) == SIMS
-    assert clients == {"n2", "n3"}, nodes  # SIMS jobs of one CPU over two 4-CPU nodes
+    # Never on the server's node. Both n2 and n3 only if Slurm placed the last ones while the
+    # first 4 (of n2's 4 CPUs) still ran: short simulations on a loaded machine all fit on n2.
+    assert clients and clients <= {"n2", "n3"}, nodes
     # n1's own address, which the clients in other namespaces reached it at.
     assert '"address": "tcp://127.1.0.11:' in server_address(run)
     if encryption:
